@@ -40,10 +40,16 @@ class Kernel:
     layout: str
     sources: tuple[str, ...]
     defines: dict = field(default_factory=dict)
+    disk_sectors: int = 0          # the runner attaches a samples/disk.py image of this many sectors
+    role: str = "sample"           # "misbehaves": a diagnostics fixture that never passes
 
     @property
     def elf_name(self) -> str:
         return f"{self.name}.elf"
+
+    @property
+    def elf_path(self) -> Path:
+        return self.sample_dir / self.elf_name
 
 
 def discover() -> list[Kernel]:
@@ -54,7 +60,8 @@ def discover() -> list[Kernel]:
             if k["layout"] not in LAYOUTS:
                 raise SystemExit(f"{manifest}: unknown layout {k['layout']!r}; use one of {sorted(LAYOUTS)}")
             kernels.append(Kernel(manifest.parent, k["name"], k["layout"], tuple(k["sources"]),
-                                  dict(k.get("defines", {}))))
+                                  dict(k.get("defines", {})), int(k.get("disk_sectors", 0)),
+                                  k.get("role", "sample")))
     return kernels
 
 

@@ -1,0 +1,64 @@
+"""Test support: the sample kernels, fresh disk images for them, and running them under QEMU or `vmm run`."""
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = ROOT / "samples"
+QEMU = shutil.which("qemu-system-x86_64")
+QEMU_ARGS = ["-accel", "tcg", "-nodefaults", "-display", "none", "-no-reboot", "-serial", "stdio",
+             "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]
+
+
+def _load(name: str, path: Path):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+sample_build = _load("sample_build", SAMPLES / "build.py")
+sample_disk = _load("sample_disk", SAMPLES / "disk.py")
+KERNELS = sample_build.discover()
+
+
+@dataclass(frozen=True)
+class Outcome:
+    console: bytes
+    status: int
+    stderr: str
+    disk: bytes | None
+
+
+def make_disk(kernel, directory: Path, tag: str) -> Path | None:
+    if not kernel.disk_sectors:
+        return None
+    path = directory / f"{kernel.name}.{tag}.img"
+    sample_disk.make_disk_image(path, kernel.disk_sectors)
+    return path
+
+
+def run_qemu(elf: Path, disk: Path | None, timeout: float = 120) -> Outcome:
+    cmd = [QEMU, *QEMU_ARGS, "-kernel", str(elf)]
+    if disk is not None:
+        cmd += ["-drive", f"file={disk},format=raw,if=ide,index=0"]
+    proc = subprocess.run(cmd, capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    return Outcome(proc.stdout, proc.returncode, proc.stderr.decode(errors="replace"),
+                   disk.read_bytes() if disk else None)
+
+
+def run_vmm(elf: Path, disk: Path | None, *extra: str, timeout: float = 300) -> Outcome:
+    cmd = [sys.executable, "-m", "vmm", "run", str(elf), *extra]
+    if disk is not None:
+        cmd += ["--disk", str(disk)]
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run(cmd, capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL, env=env, cwd=ROOT)
+    return Outcome(proc.stdout, proc.returncode, proc.stderr.decode(errors="replace"),
+                   disk.read_bytes() if disk else None)

@@ -1,0 +1,83 @@
+"""The `vmm` command: `vmm run GUEST.elf [--mem SIZE] [--disk IMAGE] [--trace FILE] [limits]`."""
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import sys
+
+from .errors import GuestError, VmmError
+from .loader import Module
+from .machine import MachineConfig
+from .run import run
+from .vcpu import Limits
+
+SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+EXIT_BAD_INPUT = 2
+
+
+def parse_size(text: str) -> int:
+    m = re.fullmatch(r"(\d+)([KMG]?)(i?B)?", text.strip(), re.IGNORECASE)
+    if not m:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size; write e.g. 128M or 1G")
+    return int(m.group(1)) * SIZE_UNITS[m.group(2).upper()] * (1 if m.group(2) else 1 << 20)
+
+
+def parse_module(text: str) -> Module:
+    path, _, cmdline = text.partition(",")
+    return Module(path, cmdline)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="vmm", description="Run an x86 guest kernel on a QEMU-compatible minimal PC.")
+    sub = ap.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help="boot a guest ELF (PVH note or multiboot v1) and run it to its end",
+                       description="Prints the guest's COM1 output and exits with its isa-debug-exit status "
+                                   "((v << 1) | 1, as QEMU). VMM errors exit with even statuses: 2 bad input, "
+                                   "4 guest crash (triple fault, access outside RAM, unwakeable halt), "
+                                   "124 limit reached.")
+    r.add_argument("guest", help="guest kernel ELF")
+    r.add_argument("--mem", type=parse_size, default=MachineConfig.ram_bytes,
+                   help="guest RAM (default 128M, as QEMU; a bare number is MiB)")
+    r.add_argument("--disk", help="raw disk image for the primary ATA master (read and written)")
+    r.add_argument("--append", default="", help="kernel command line")
+    r.add_argument("--module", action="append", type=parse_module, default=[],
+                   help="multiboot/PVH module FILE[,CMDLINE] (repeatable)")
+    r.add_argument("--trace", help="write every guest event (port I/O, MMIO, interrupts, exceptions) as JSON lines")
+    r.add_argument("--max-insns", type=int, help="stop after this many guest instructions (counting slows the run)")
+    r.add_argument("--timeout", type=float, help="stop after this many host seconds")
+    r.add_argument("--stats", action="store_true", help="print exit counts and guest time to stderr")
+    r.add_argument("-v", "--verbose", action="store_true", help="log unassigned ports and device oddities")
+    return ap
+
+
+def _write_console(chunk: bytes) -> None:
+    sys.stdout.buffer.write(chunk)
+    sys.stdout.buffer.flush()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="vmm: %(message)s")
+    config = MachineConfig(ram_bytes=args.mem, disk_image=args.disk, cmdline=args.append,
+                           modules=tuple(args.module))
+    limits = Limits(max_instructions=args.max_insns, timeout_s=args.timeout)
+    try:
+        result = run(args.guest, config=config, limits=limits, trace_path=args.trace, console=_write_console)
+    except VmmError as exc:
+        print(f"vmm: error: {exc}", file=sys.stderr)
+        return exc.exit_status
+    except OSError as exc:
+        print(f"vmm: error: {exc.filename or ''}: {exc.strerror}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if args.stats:
+        exits = ", ".join(f"{k} {v}" for k, v in sorted(result.exits.items()))
+        print(f"vmm: exits: {exits or 'none'}; guest time {result.guest_time_ns / 1e6:.3f} ms"
+              + (f"; {result.instructions} instructions" if result.instructions is not None else ""), file=sys.stderr)
+    if result.error:
+        print(f"vmm: error: {result.error}", file=sys.stderr)
+    return result.exit_status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

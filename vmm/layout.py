@@ -1,0 +1,48 @@
+"""Every fixed address and port of the machine the guests see (a QEMU `pc` subset), in one place."""
+from __future__ import annotations
+
+MiB = 1 << 20
+KiB = 1 << 10
+
+DEFAULT_RAM_BYTES = 128 * MiB          # QEMU's default
+MAX_RAM_BYTES = 3 * 1024 * MiB         # below the PCI hole; no RAM is placed above 4 GiB
+LOW_RAM_TOP = 0x9FC00                  # conventional memory ends here (EBDA above), as QEMU's e820
+HIGH_RAM_START = 1 * MiB
+
+# Boot data written by the loaders, in low memory that the e820 map reports as usable (as QEMU
+# does with its own boot data): a GDT for the initial segments, the boot info and its tables.
+BOOT_GDT_PA = 0x6000
+BOOT_INFO_PA = 0x7000                  # hvm_start_info / multiboot_info
+BOOT_MMAP_PA = 0x7400                  # memory map entries
+BOOT_CMDLINE_PA = 0x7800               # command line, NUL-terminated (up to 2 KiB)
+BOOT_MODLIST_PA = 0x8000               # module list (multiboot) / modlist (PVH)
+BOOT_MODULES_PA = 0x10000              # module images are placed above the kernel instead; see loader
+
+# Initial flat segments in the boot GDT (the same selectors QEMU's multiboot/PVH option ROMs use).
+BOOT_CS = 0x10
+BOOT_DS = 0x18
+
+# Port I/O
+COM1_PORT = 0x3F8
+COM1_IRQ = 4
+DEBUG_EXIT_PORT = 0xF4
+PIT_PORT = 0x40
+SPEAKER_PORT = 0x61
+PIC_MASTER_PORT = 0x20
+PIC_SLAVE_PORT = 0xA0
+ELCR_PORT = 0x4D0
+CMOS_PORT = 0x70
+FW_CFG_PORT = 0x510
+ATA_PRIMARY_PORT = 0x1F0
+ATA_PRIMARY_CTRL_PORT = 0x3F6
+ATA_PRIMARY_IRQ = 14
+PIT_IRQ = 0
+RTC_IRQ = 8
+
+# MMIO
+IOAPIC_BASE = 0xFEC00000
+LAPIC_BASE = 0xFEE00000
+MMIO_PAGE = 0x1000
+
+# Guest time: what one port or MMIO access costs, in nanoseconds of guest time.
+IO_ACCESS_NS = 1_000

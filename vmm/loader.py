@@ -1,0 +1,196 @@
+"""Boot protocols (PVH ELF note, multiboot v1): put a kernel and its boot info in RAM, return a record."""
+from __future__ import annotations
+
+import enum
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import layout
+from .elf import ElfImage, parse_elf
+from .errors import LoadError
+from .memory import GuestRam
+
+XEN_ELFNOTE_PHYS32_ENTRY = 18
+PVH_START_MAGIC = 0x336EC578
+MB1_HEADER_MAGIC = 0x1BADB002
+MB1_BOOT_MAGIC = 0x2BADB002
+MB1_SEARCH_BYTES = 8192
+MB1_AOUT_KLUDGE = 1 << 16
+E820_RAM = 1
+E820_RESERVED = 2
+
+
+class BootProtocol(enum.Enum):
+    PVH = "pvh"
+    MULTIBOOT1 = "multiboot1"
+
+
+@dataclass(frozen=True)
+class Module:
+    path: str
+    cmdline: str = ""
+
+
+@dataclass(frozen=True)
+class BootRecord:
+    """Where the loader put things and the register values the boot protocol promises at entry."""
+
+    protocol: BootProtocol
+    entry_pa: int
+    eax: int
+    ebx: int
+    image: ElfImage
+    kernel_end_pa: int
+    boot_info_pa: int
+
+
+def e820_map(ram_bytes: int) -> list[tuple[int, int, int]]:
+    """The memory map QEMU's firmware reports for a `pc` machine with this much RAM (base, length, type)."""
+    return [
+        (0, layout.LOW_RAM_TOP, E820_RAM),
+        (layout.LOW_RAM_TOP, 0xA0000 - layout.LOW_RAM_TOP, E820_RESERVED),
+        (0xF0000, 0x10000, E820_RESERVED),
+        (layout.HIGH_RAM_START, ram_bytes - layout.HIGH_RAM_START, E820_RAM),
+    ]
+
+
+def load_kernel(path: str | Path, ram: GuestRam, cmdline: str = "", modules: tuple[Module, ...] = ()) -> BootRecord:
+    path = str(path)
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise LoadError(f"{path}: cannot read the guest image ({exc.strerror})") from exc
+    image = parse_elf(data, path)
+    mb_header = _find_multiboot_header(data)
+    if mb_header is not None:
+        if image.is64:
+            raise LoadError(f"{path}: a multiboot v1 header in an ELF64 image; multiboot v1 loads ELF32 only "
+                            "(as QEMU); remove the header and boot it through a PVH note instead")
+        return _load_multiboot(image, mb_header, ram, cmdline, modules)
+    note = image.note("Xen", XEN_ELFNOTE_PHYS32_ENTRY)
+    if note is not None:
+        return _load_pvh(image, note.desc, ram, cmdline, modules)
+    raise LoadError(f"{path}: no boot protocol found: neither a PVH note (Xen note type "
+                    f"{XEN_ELFNOTE_PHYS32_ENTRY}) nor a multiboot v1 header in the first {MB1_SEARCH_BYTES} bytes")
+
+
+def _find_multiboot_header(data: bytes) -> int | None:
+    for off in range(0, min(len(data), MB1_SEARCH_BYTES) - 11, 4):
+        magic, flags, checksum = struct.unpack_from("<III", data, off)
+        if magic == MB1_HEADER_MAGIC and (magic + flags + checksum) & 0xFFFFFFFF == 0:
+            return off
+    return None
+
+
+def _load_segments(image: ElfImage, ram: GuestRam) -> int:
+    end = 0
+    for seg in image.segments:
+        if seg.paddr + seg.mem_size > ram.size or seg.paddr < layout.HIGH_RAM_START // 2:
+            raise LoadError(f"{image.path}: segment at physical {seg.paddr:#x}-{seg.paddr + seg.mem_size:#x} "
+                            f"does not fit in guest RAM (1 MiB up to {ram.size:#x}); give the VM more memory "
+                            "with --mem or link the kernel at a physical address in RAM")
+        ram.write(seg.paddr, image.data[seg.file_off:seg.file_off + seg.file_size])
+        ram.write(seg.paddr + seg.file_size, bytes(seg.mem_size - seg.file_size))
+        end = max(end, seg.paddr + seg.mem_size)
+    return end
+
+
+def _check_entry(image: ElfImage, entry_pa: int) -> None:
+    for seg in image.segments:
+        if seg.paddr <= entry_pa < seg.paddr + seg.file_size:
+            return
+    raise LoadError(f"{image.path}: entry point {entry_pa:#x} is outside every loaded segment")
+
+
+def _place_modules(modules: tuple[Module, ...], ram: GuestRam, start: int) -> list[tuple[int, int, str]]:
+    placed, addr = [], (start + 0xFFF) & ~0xFFF
+    for mod in modules:
+        try:
+            blob = Path(mod.path).read_bytes()
+        except OSError as exc:
+            raise LoadError(f"module {mod.path}: cannot read it ({exc.strerror})") from exc
+        if addr + len(blob) > ram.size:
+            raise LoadError(f"module {mod.path}: {len(blob)} bytes do not fit in guest RAM; use a larger --mem")
+        ram.write(addr, blob)
+        placed.append((addr, len(blob), mod.cmdline))
+        addr = (addr + len(blob) + 0xFFF) & ~0xFFF
+    return placed
+
+
+def _write_cstring(ram: GuestRam, pa: int, text: str, limit: int) -> int:
+    raw = text.encode() + b"\0"
+    if len(raw) > limit:
+        raise LoadError(f"command line too long ({len(raw)} bytes, at most {limit})")
+    ram.write(pa, raw)
+    return pa + len(raw)
+
+
+def _load_multiboot(image: ElfImage, header_off: int, ram: GuestRam, cmdline: str,
+                    modules: tuple[Module, ...]) -> BootRecord:
+    flags = struct.unpack_from("<I", image.data, header_off + 4)[0]
+    if flags & MB1_AOUT_KLUDGE:
+        raise LoadError(f"{image.path}: multiboot a.out-kludge layout (flag bit 16) is not supported; "
+                        "let the loader use the ELF program headers (clear bit 16)")
+    end = _load_segments(image, ram)
+    _check_entry(image, image.entry_va)
+    # QEMU passes "<kernel path> <append>" as the multiboot command line.
+    str_pa = _write_cstring(ram, layout.BOOT_CMDLINE_PA, f"{image.path} {cmdline}", 1024)
+    loader_name_pa = str_pa
+    str_pa = _write_cstring(ram, str_pa, "qemu", 64)
+    placed = _place_modules(modules, ram, end)
+    modlist = b""
+    for mod_pa, size, mod_cmdline in placed:
+        mod_cmd_pa = str_pa
+        str_pa = _write_cstring(ram, str_pa, mod_cmdline, 256)
+        modlist += struct.pack("<IIII", mod_pa, mod_pa + size, mod_cmd_pa, 0)
+    ram.write(layout.BOOT_MODLIST_PA, modlist)
+    mmap = b"".join(struct.pack("<IQQI", 20, base, length, kind) for base, length, kind in e820_map(ram.size))
+    ram.write(layout.BOOT_MMAP_PA, mmap)
+    mem_upper_kib = (ram.size - layout.HIGH_RAM_START) // 1024
+    mbi_flags = 0x001 | 0x002 | 0x004 | 0x008 | 0x040 | 0x200  # mem, boot_device, cmdline, mods, mmap, name
+    mbi = struct.pack("<IIIIIII16sIIIIII", mbi_flags, layout.LOW_RAM_TOP // 1024, mem_upper_kib, 0x8000FFFF,
+                      layout.BOOT_CMDLINE_PA, len(placed), layout.BOOT_MODLIST_PA, bytes(16),
+                      len(mmap), layout.BOOT_MMAP_PA, 0, 0, 0, loader_name_pa)
+    ram.write(layout.BOOT_INFO_PA, mbi)
+    return BootRecord(BootProtocol.MULTIBOOT1, image.entry_va, MB1_BOOT_MAGIC, layout.BOOT_INFO_PA, image, end,
+                      layout.BOOT_INFO_PA)
+
+
+def _load_pvh(image: ElfImage, desc: bytes, ram: GuestRam, cmdline: str, modules: tuple[Module, ...]) -> BootRecord:
+    if len(desc) not in (4, 8):
+        raise LoadError(f"{image.path}: PVH entry note has a {len(desc)}-byte value; expected 4 or 8")
+    entry_pa = int.from_bytes(desc, "little")
+    end = _load_segments(image, ram)
+    _check_entry(image, entry_pa)
+    cmdline_pa = 0
+    if cmdline:
+        cmdline_pa = layout.BOOT_CMDLINE_PA
+        _write_cstring(ram, cmdline_pa, cmdline, 2048)
+    placed = _place_modules(modules, ram, end)
+    str_pa = layout.BOOT_MODLIST_PA + 0x400
+    modlist = b""
+    for mod_pa, size, mod_cmdline in placed:
+        mod_cmd_pa = str_pa
+        str_pa = _write_cstring(ram, str_pa, mod_cmdline, 256)
+        modlist += struct.pack("<QQQQ", mod_pa, size, mod_cmd_pa, 0)
+    ram.write(layout.BOOT_MODLIST_PA, modlist)
+    entries = e820_map(ram.size)
+    ram.write(layout.BOOT_MMAP_PA, b"".join(struct.pack("<QQII", b, n, k, 0) for b, n, k in entries))
+    start_info = struct.pack("<IIIIQQQQII", PVH_START_MAGIC, 1, 0, len(placed),
+                             layout.BOOT_MODLIST_PA if placed else 0, cmdline_pa, 0,
+                             layout.BOOT_MMAP_PA, len(entries), 0)
+    ram.write(layout.BOOT_INFO_PA, start_info)
+    return BootRecord(BootProtocol.PVH, entry_pa, 0, layout.BOOT_INFO_PA, image, end, layout.BOOT_INFO_PA)
+
+
+def load_bytes_for_tests(data: bytes, ram: GuestRam) -> BootRecord:
+    """Parse and load an in-memory image (property tests feed mutated images through this)."""
+    image = parse_elf(data)
+    mb_header = _find_multiboot_header(data)
+    if mb_header is not None and not image.is64:
+        return _load_multiboot(image, mb_header, ram, "", ())
+    note = image.note("Xen", XEN_ELFNOTE_PHYS32_ENTRY)
+    if note is None:
+        raise LoadError("<memory>: no boot protocol found")
+    return _load_pvh(image, note.desc, ram, "", ())

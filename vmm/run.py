@@ -1,0 +1,70 @@
+"""The library entry point: boot one guest on a fresh machine and report what it did."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, TextIO
+
+from .errors import GuestError
+from .machine import Console, Machine, MachineConfig
+from .vcpu import Limits
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What a run produced. `exit_status` follows QEMU: (v << 1) | 1 for isa-debug-exit value v."""
+
+    console: bytes
+    exit_status: int
+    exits: dict[str, int]
+    guest_time_ns: int
+    instructions: int | None
+    error: str | None = None
+
+    @property
+    def passed(self) -> bool:
+        return self.error is None and self.exit_status == 1
+
+
+class JsonlTrace:
+    """Writes one JSON object per guest event (port I/O, MMIO, interrupts, exceptions, hlt)."""
+
+    def __init__(self, out: TextIO, clock) -> None:
+        self.out = out
+        self.clock = clock
+        self.seq = 0
+
+    def __call__(self, kind: str, **fields) -> None:
+        self.out.write(json.dumps({"seq": self.seq, "t_ns": self.clock.now_ns, "event": kind, **fields}) + "\n")
+        self.seq += 1
+
+
+def run(guest: str | Path, *, config: MachineConfig = MachineConfig(), limits: Limits = Limits(),
+        trace_path: str | Path | None = None, console: Callable[[bytes], None] | None = None) -> RunResult:
+    """Boot `guest` and run it to its end.
+
+    Bad input (image, configuration) raises a `VmmError`; what the guest does, including crashing,
+    is reported in the result (`error` says why a run ended without an isa-debug-exit).
+    """
+    sink = Console(console)
+    trace_file = open(trace_path, "w") if trace_path else None
+    machine = None
+    try:
+        machine = Machine(config, sink)
+        if trace_file:
+            machine.vcpu.trace = JsonlTrace(trace_file, machine.clock)
+        machine.boot(guest)
+        error, status = None, None
+        try:
+            machine.run(limits)
+            status = machine.vcpu.exit_status
+        except GuestError as exc:
+            error, status = str(exc), exc.exit_status
+        return RunResult(bytes(sink.data), status, dict(machine.vcpu.exits), machine.clock.now_ns,
+                         machine.vcpu.instructions if limits.max_instructions is not None else None, error)
+    finally:
+        if machine is not None:
+            machine.close()
+        if trace_file:
+            trace_file.close()

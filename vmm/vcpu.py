@@ -1,0 +1,250 @@
+"""The vCPU loop: runs the guest in large emulation slices and turns every exit into machine actions."""
+from __future__ import annotations
+
+import enum
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Callable, Protocol
+
+from unicorn import (UC_HOOK_BLOCK, UC_HOOK_INSN, UC_HOOK_INSN_INVALID, UC_HOOK_INTR, UC_HOOK_MEM_FETCH_UNMAPPED,
+                     UC_HOOK_MEM_READ_UNMAPPED, UC_HOOK_MEM_WRITE_UNMAPPED, UC_MEM_FETCH_UNMAPPED,
+                     UC_MEM_READ_UNMAPPED, UC_MEM_WRITE_UNMAPPED, UcError)
+from unicorn import x86_const as X
+
+from .bus import Bus
+from .clock import VirtualClock
+from .cpu import Cpu
+from .errors import GuestError, GuestHalted, LimitExceeded, OutsideRam
+from .interrupts import UD, VECTORS_WITH_ERROR_CODE, Event, EventKind, deliver
+from .insncount import BlockCounter
+from .memory import GuestRam, LinearMemory, PageFault, translate
+
+HLT_OPCODE = 0xF4
+NEVER_REACHED = 0xFFFF_FFFF_FFFF_FFF0   # `until` address for emu_start: a non-canonical address
+
+
+class Exit(enum.Enum):
+    """Why an emulation slice ended, and the exit counters' keys."""
+
+    PIO = "pio"
+    MMIO = "mmio"
+    HLT = "hlt"
+    EXCEPTION = "exception"
+    INTERRUPT = "interrupt"
+    CPUID = "cpuid"
+
+
+class InterruptSource(Protocol):
+    """What the vCPU needs from the interrupt controllers: is INTR asserted, and the INTA cycle."""
+
+    def pending(self) -> bool: ...
+
+    def acknowledge(self) -> int | None: ...
+
+
+class TraceSink(Protocol):
+    def __call__(self, kind: str, **fields) -> None: ...
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Run limits: guest instructions (exact, but counting slows the guest) and host seconds."""
+
+    max_instructions: int | None = None
+    timeout_s: float | None = None
+
+
+class Vcpu:
+    """One virtual CPU bound to a machine's RAM, buses, clock and interrupt controllers."""
+
+    def __init__(self, cpu: Cpu, ram: GuestRam, ports: Bus, mmio: Bus, clock: VirtualClock,
+                 interrupts: InterruptSource, io_cost_ns: int, trace: TraceSink | None = None,
+                 cpuid: Callable[[int, int], tuple[int, int, int, int] | None] | None = None) -> None:
+        self.cpu = cpu
+        self.uc = cpu.uc
+        self.ram = ram
+        self.ports = ports
+        self.mmio = mmio
+        self.clock = clock
+        self.interrupts = interrupts
+        self.io_cost_ns = io_cost_ns
+        self.trace = trace
+        self.cpuid = cpuid
+        self.exits: Counter[str] = Counter()
+        self.exit_status: int | None = None
+        self.instructions = 0
+        self._event: Event | None = None
+        self._outside: str | None = None
+        self._hooks_installed = False
+
+    # --- requests from devices ----------------------------------------------------------------------
+    def request_exit(self, status: int) -> None:
+        """A device (isa-debug-exit) ends the run with this status, after the current instruction."""
+        self.exit_status = status
+        self.uc.emu_stop()
+
+    # --- hooks ---------------------------------------------------------------------------------------
+    def _install_hooks(self, count_instructions: bool) -> None:
+        uc = self.uc
+        uc.hook_add(UC_HOOK_INTR, self._on_interrupt)
+        uc.hook_add(UC_HOOK_INSN_INVALID, self._on_invalid)
+        uc.hook_add(UC_HOOK_INSN, self._on_in, None, 1, 0, X.UC_X86_INS_IN)
+        uc.hook_add(UC_HOOK_INSN, self._on_out, None, 1, 0, X.UC_X86_INS_OUT)
+        if self.cpuid is not None:
+            uc.hook_add(UC_HOOK_INSN, self._on_cpuid, None, 1, 0, X.UC_X86_INS_CPUID)
+        uc.hook_add(UC_HOOK_MEM_READ_UNMAPPED | UC_HOOK_MEM_WRITE_UNMAPPED | UC_HOOK_MEM_FETCH_UNMAPPED,
+                    self._on_unmapped)
+        if count_instructions:
+            self._counter = BlockCounter(self.cpu, self.ram)
+            uc.hook_add(UC_HOOK_BLOCK, self._counter.on_block)
+        self._hooks_installed = True
+
+    def _on_interrupt(self, uc, intno: int, _ud) -> None:
+        error_code, is_int = self.cpu.pending_exception()
+        if is_int:
+            self._event = Event(intno, EventKind.SOFTWARE)
+        else:
+            self._event = Event(intno, EventKind.EXCEPTION,
+                                error_code if intno in VECTORS_WITH_ERROR_CODE else None)
+        uc.emu_stop()
+
+    def _on_invalid(self, uc, _ud) -> bool:
+        self._event = Event(UD, EventKind.EXCEPTION)
+        uc.emu_stop()
+        return True
+
+    def _io_done(self) -> None:
+        if self.exit_status is not None or (self.interrupts.pending() and self.cpu.interrupts_enabled()):
+            self.uc.emu_stop()
+
+    def _on_in(self, uc, port: int, size: int, _ud) -> int:
+        self.exits[Exit.PIO.value] += 1
+        self.clock.advance(self.io_cost_ns)
+        value = self.ports.read(port, size)
+        if self.trace:
+            self.trace("pio_in", port=port, size=size, value=value)
+        self._io_done()
+        return value
+
+    def _on_out(self, uc, port: int, size: int, value: int, _ud) -> None:
+        self.exits[Exit.PIO.value] += 1
+        self.clock.advance(self.io_cost_ns)
+        if self.trace:
+            self.trace("pio_out", port=port, size=size, value=value)
+        self.ports.write(port, size, value)
+        self._io_done()
+
+    def mmio_read(self, base: int, offset: int, size: int) -> int:
+        self.exits[Exit.MMIO.value] += 1
+        self.clock.advance(self.io_cost_ns)
+        value = self.mmio.read(base + offset, size)
+        if self.trace:
+            self.trace("mmio_read", addr=base + offset, size=size, value=value)
+        self._io_done()
+        return value
+
+    def mmio_write(self, base: int, offset: int, size: int, value: int) -> None:
+        self.exits[Exit.MMIO.value] += 1
+        self.clock.advance(self.io_cost_ns)
+        if self.trace:
+            self.trace("mmio_write", addr=base + offset, size=size, value=value)
+        self.mmio.write(base + offset, size, value)
+        self._io_done()
+
+    def _on_cpuid(self, uc, _ud) -> int:
+        self.exits[Exit.CPUID.value] += 1
+        leaf = uc.reg_read(X.UC_X86_REG_EAX) & 0xFFFFFFFF
+        subleaf = uc.reg_read(X.UC_X86_REG_ECX) & 0xFFFFFFFF
+        regs = self.cpuid(leaf, subleaf)
+        if regs is None:
+            return 0
+        for reg, value in zip((X.UC_X86_REG_RAX, X.UC_X86_REG_RBX, X.UC_X86_REG_RCX, X.UC_X86_REG_RDX), regs):
+            uc.reg_write(reg, value)
+        return 1
+
+    def _on_unmapped(self, uc, access: int, address: int, size: int, value: int, _ud) -> bool:
+        kind = _ACCESS_NAMES.get(access, "access")
+        self._outside = f"guest {kind} of {size} byte(s) at physical {address:#x}, outside RAM and devices"
+        return False
+
+    # --- the loop --------------------------------------------------------------------------------------
+    def run(self, limits: Limits = Limits()) -> None:
+        if not self._hooks_installed:
+            self._install_hooks(limits.max_instructions is not None)
+        started = time.monotonic()
+        while self.exit_status is None:
+            timeout_us = 0
+            if limits.timeout_s is not None:
+                left = limits.timeout_s - (time.monotonic() - started)
+                if left <= 0:
+                    raise LimitExceeded(f"time limit of {limits.timeout_s:g} s reached at {self._where()}")
+                timeout_us = max(1, int(left * 1e6))
+            self._event = None
+            pc = self.cpu.pc
+            try:
+                self.uc.emu_start(pc, NEVER_REACHED, timeout=timeout_us)
+            except UcError as exc:
+                if self._outside:
+                    raise OutsideRam(f"{self._outside} (near {self._where()})") from None
+                raise GuestError(f"the CPU stopped at {self._where()}: {exc}") from None
+            if self.exit_status is not None:
+                break
+            if limits.max_instructions is not None and self._counter.count > limits.max_instructions:
+                raise LimitExceeded(f"instruction limit of {limits.max_instructions} reached at {self._where()}")
+            if self._event is not None:
+                self._deliver(self._event)
+            elif self._stopped_at_hlt():
+                self._halt()
+            elif limits.timeout_s is not None and time.monotonic() - started >= limits.timeout_s:
+                raise LimitExceeded(f"time limit of {limits.timeout_s:g} s reached at {self._where()}")
+            self._inject_external()
+        if limits.max_instructions is not None:
+            self.instructions = self._counter.count
+
+    def _linear(self) -> LinearMemory:
+        return LinearMemory(self.ram, self.cpu.paging())
+
+    def _deliver(self, event: Event) -> None:
+        kind = Exit.INTERRUPT if event.kind is EventKind.EXTERNAL else Exit.EXCEPTION
+        self.exits[kind.value] += 1
+        if self.trace:
+            self.trace(kind.value, vector=event.vector, error_code=event.error_code, rip=self.cpu.pc)
+        deliver(self.cpu, self._linear, event)
+        if event.kind is EventKind.EXCEPTION:
+            self.cpu.clear_fault_history()
+
+    def _inject_external(self) -> None:
+        if self.exit_status is None and self.cpu.interrupts_enabled() and self.interrupts.pending():
+            vector = self.interrupts.acknowledge()
+            if vector is not None:
+                self._deliver(Event(vector, EventKind.EXTERNAL))
+
+    def _stopped_at_hlt(self) -> bool:
+        try:
+            pa = translate(self.ram, self.cpu.paging(), self.cpu.pc - 1)
+            return self.ram.read(pa, 1)[0] == HLT_OPCODE
+        except (PageFault, OutsideRam):
+            return False
+
+    def _halt(self) -> None:
+        """`hlt`: sleep in guest time until the next timer event, or stop if nothing can ever wake us."""
+        self.exits[Exit.HLT.value] += 1
+        if self.trace:
+            self.trace("hlt", rip=self.cpu.pc)
+        if not self.cpu.interrupts_enabled():
+            raise GuestHalted(f"the guest executed hlt with interrupts disabled at {self._where(-1)}: "
+                              "nothing can wake it (QEMU would hang here)")
+        while not self.interrupts.pending():
+            deadline = self.clock.next_deadline_ns()
+            if deadline is None:
+                raise GuestHalted(f"the guest halted at {self._where(-1)} with interrupts enabled but no timer "
+                                  "armed and no device pending: nothing can wake it")
+            self.clock.advance_to(deadline)
+
+    def _where(self, delta: int = 0) -> str:
+        return f"rip {self.cpu.pc + delta:#x}"
+
+
+_ACCESS_NAMES = {UC_MEM_READ_UNMAPPED: "read", UC_MEM_WRITE_UNMAPPED: "write",
+                 UC_MEM_FETCH_UNMAPPED: "instruction fetch"}
