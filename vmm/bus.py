@@ -27,6 +27,8 @@ class Bus:
         self._bases: list[int] = []
         self._maps: list[Mapping] = []
         self.unassigned: dict[int, int] = {}
+        # address -> (device, base) for small ranges (all the ports): one dict lookup on the hot path
+        self.table: dict[int, tuple[Device, int]] = {}
 
     def attach(self, base: int, size: int, device: Device, name: str) -> None:
         i = bisect.bisect_right(self._bases, base)
@@ -35,6 +37,9 @@ class Bus:
             raise ValueError(f"{self.kind} range {base:#x}+{size:#x} for {name} overlaps another device")
         self._bases.insert(i, base)
         self._maps.insert(i, Mapping(base, size, device, name))
+        if size <= 0x100:
+            for addr in range(base, base + size):
+                self.table[addr] = (device, base)
 
     def find(self, addr: int) -> Mapping | None:
         i = bisect.bisect_right(self._bases, addr) - 1

@@ -5,6 +5,8 @@ import heapq
 import itertools
 from typing import Callable
 
+NEVER = 1 << 127
+
 
 class VirtualClock:
     """Deterministic guest time. The vCPU loop advances it at I/O, MMIO and `hlt`; devices schedule on it."""
@@ -14,6 +16,7 @@ class VirtualClock:
         self._timers: list[tuple[int, int, Callable[[int], None]]] = []
         self._seq = itertools.count()
         self._cancelled: set[int] = set()
+        self._next_due = NEVER
 
     @property
     def now_ns(self) -> int:
@@ -21,7 +24,9 @@ class VirtualClock:
 
     def schedule(self, deadline_ns: int, callback: Callable[[int], None]) -> int:
         handle = next(self._seq)
-        heapq.heappush(self._timers, (max(deadline_ns, self._now_ns), handle, callback))
+        deadline_ns = max(deadline_ns, self._now_ns)
+        heapq.heappush(self._timers, (deadline_ns, handle, callback))
+        self._next_due = min(self._next_due, deadline_ns)
         return handle
 
     def cancel(self, handle: object) -> None:
@@ -42,9 +47,19 @@ class VirtualClock:
             self._now_ns = max(self._now_ns, deadline)
             callback(self._now_ns)
         self._now_ns = max(self._now_ns, when_ns)
+        self._next_due = self._timers[0][0] if self._timers else NEVER
 
     def advance(self, delta_ns: int) -> None:
         self.advance_to(self._now_ns + delta_ns)
+
+    def tick(self, delta_ns: int) -> bool:
+        """The hot path of every I/O exit: advance, and say whether any timer fired (may be cancelled ones)."""
+        now = self._now_ns + delta_ns
+        if now < self._next_due:
+            self._now_ns = now
+            return False
+        self.advance_to(now)
+        return True
 
     def _drop_cancelled(self) -> None:
         while self._timers and self._timers[0][1] in self._cancelled:

@@ -8,8 +8,13 @@ from dataclasses import dataclass
 
 from unicorn import UC_ARCH_X86, UC_HOOK_INTR, UC_MODE_32, UC_MODE_64, Uc, UcError
 from unicorn import x86_const as X
+from unicorn.unicorn_py3.unicorn import uclib
 
 from .errors import VmmError
+
+# uc_reg_read without the binding's argument conversions (plain ints in, int out): ~2x cheaper per call.
+_uc_reg_read = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p)(
+    ctypes.cast(uclib.uc_reg_read, ctypes.c_void_p).value)
 from .memory import PagingState
 
 CR0_PE = 1 << 0
@@ -64,9 +69,71 @@ def exception_fields() -> ExceptionFields:
     return ExceptionFields(error_code=find((0, 0x28, 0)), is_int=find((0, 0, 1)), old_exception=find((-1, 13, 13)))
 
 
+@dataclass(frozen=True)
+class SegmentLayout:
+    """Byte offsets, inside a context blob, of the CPU's hidden flags and segment descriptor caches."""
+
+    hflags: int
+    segs: int          # segs[0] (ES); then CS, SS, DS, FS, GS, `stride` bytes apart
+    stride: int
+
+
+SEGMENT_INDEX = {"es": 0, "cs": 1, "ss": 2, "ds": 3, "fs": 4, "gs": 5}
+HF_CPL_MASK, HF_CS32, HF_SS32, HF_ADDSEG, HF_LMA, HF_CS64 = 3, 1 << 4, 1 << 5, 1 << 6, 1 << 14, 1 << 15
+DESC_B, DESC_L, DESC_G = 1 << 22, 1 << 21, 1 << 23
+
+
+@functools.cache
+def segment_layout() -> SegmentLayout:
+    """Find the segment caches by experiment: load ES and DS with descriptors of telltale bases.
+
+    In a UC_MODE_64 engine Unicorn's reg_write of CS, SS, DS and ES sets only the selector, never
+    the descriptor cache, and no host call can change the CPL; delivering an interrupt across
+    privilege levels needs both, so the VMM writes the caches into the CPU context itself.
+    """
+    uc = open_engine()
+    uc.mem_map(0, 0x2000)
+    gdt = bytes(8) + _descriptor(0x00345600, 0xAB, 0x93, 0x4) + _descriptor(0x00789A00, 0xCD, 0x93, 0x4)
+    uc.mem_write(0x500, gdt)
+    uc.reg_write(X.UC_X86_REG_GDTR, (0, 0x500, len(gdt) - 1, 0))
+    uc.mem_write(0x1000, bytes.fromhex("66b808008ec066b810008ed8f4"))  # mov es,0x08; mov ds,0x10; hlt
+    uc.emu_start(0x1000, 0x100D)
+    blob = _context_bytes(uc)
+
+    def base_at(value: int) -> int:
+        hits = [o for o in range(0, len(blob) - 7, 4) if struct.unpack_from("<Q", blob, o)[0] == value]
+        if len(hits) != 1:
+            raise VmmError("this Unicorn build's segment caches are not recognised "
+                           "(install unicorn==2.1.4, the version the VMM is tested with)")
+        return hits[0]
+
+    es_base, ds_base = base_at(0x00345600), base_at(0x00789A00)
+    stride = (ds_base - es_base) // 3
+    layout = SegmentLayout(hflags=es_base - 8 - 8, segs=es_base - 8, stride=stride)
+    es_selector, es_limit = struct.unpack_from("<I", blob, layout.segs)[0], struct.unpack_from("<I", blob, es_base + 8)[0]
+    hflags = struct.unpack_from("<I", blob, layout.hflags)[0]
+    if (es_selector, es_limit, hflags & (HF_CPL_MASK | HF_CS32)) != (0x08, 0xAB, HF_CS32):
+        raise VmmError("this Unicorn build's CPU state layout is not recognised (install unicorn==2.1.4)")
+    return layout
+
+
+def _descriptor(base: int, limit: int, access: int, flags: int) -> bytes:
+    return struct.pack("<HHBBBB", limit & 0xFFFF, base & 0xFFFF, (base >> 16) & 0xFF, access,
+                       ((limit >> 16) & 0xF) | (flags << 4), base >> 24)
+
+
+def descriptor_fields(low: int, high: int) -> tuple[int, int]:
+    """(base, limit in bytes) of a code/data descriptor given as its two dwords."""
+    base = (low >> 16) | ((high & 0xFF) << 16) | (high & 0xFF000000)
+    limit = (low & 0xFFFF) | (high & 0xF0000)
+    if high & DESC_G:
+        limit = (limit << 12) | 0xFFF
+    return base, limit
+
+
 def _context_bytes(uc: Uc) -> bytes:
     ctx = uc.context_save()
-    return ctypes.string_at(ctx.context, ctx.size)
+    return ctypes.string_at(ctx.context.value, ctx.size)
 
 
 def open_engine() -> Uc:
@@ -76,7 +143,9 @@ def open_engine() -> Uc:
     the 32-bit starting state comes from a UC_MODE_32 engine's context (see FIELD-NOTES).
     """
     seed = Uc(UC_ARCH_X86, UC_MODE_32)
+    seed.ctl_set_cpu_model(X.UC_CPU_X86_QEMU64)
     uc = Uc(UC_ARCH_X86, UC_MODE_64)
+    uc.ctl_set_cpu_model(X.UC_CPU_X86_QEMU64)
     uc.context_restore(seed.context_save())
     return uc
 
@@ -87,6 +156,10 @@ class Cpu:
     def __init__(self, uc: Uc) -> None:
         self.uc = uc
         self._fields = exception_fields()
+        self._segments = segment_layout()
+        self._handle = uc._uch.value
+        self._scratch = ctypes.c_uint64()
+        self._scratch_addr = ctypes.addressof(self._scratch)
 
     # --- state queries -------------------------------------------------------------------------
     def paging(self) -> PagingState:
@@ -130,7 +203,13 @@ class Cpu:
         self.uc.reg_write(X.UC_X86_REG_EFLAGS, value)
 
     def interrupts_enabled(self) -> bool:
-        return bool(self.eflags & EFLAGS_IF)
+        return bool(self._fast_read(X.UC_X86_REG_EFLAGS) & EFLAGS_IF)
+
+    def _fast_read(self, reg: int) -> int:
+        """One register through Unicorn's C API directly: the binding's generic path costs ~5 us per call."""
+        if _uc_reg_read(self._handle, reg, self._scratch_addr) != 0:
+            return self.uc.reg_read(reg)
+        return self._scratch.value
 
     def table_register(self, reg: int) -> tuple[int, int]:
         """(base, limit) of GDTR/IDTR, or of the descriptor cache of TR/LDTR."""
@@ -148,24 +227,39 @@ class Cpu:
     def clear_fault_history(self) -> None:
         """Mark the last hooked fault as delivered so the next one is not escalated to #DF."""
         ctx = self.uc.context_save()
-        ctypes.memmove(ctx.context + self._fields.old_exception, struct.pack("<i", -1), 4)
+        ctypes.memmove(ctx.context.value + self._fields.old_exception, struct.pack("<i", -1), 4)
         self.uc.context_restore(ctx)
 
-    # --- segment loads on behalf of the CPU ----------------------------------------------------------
-    def load_segment(self, name: str, selector: int) -> None:
-        """Load a segment register from the guest's GDT/LDT as the CPU would during a transfer.
+    def load_segment_caches(self, loads: dict[str, tuple[int, int, int]]) -> None:
+        """Load segment registers as the CPU does, from (selector, descriptor low, descriptor high).
 
-        Unicorn checks host-side loads against the current CPL, which an interrupt from ring 3 to
-        ring 0 must change first: for that case the CPL is reset to 0 through a real-mode load of SS
-        (CR0.PE briefly clear, paging untouched) before the protected-mode loads.
+        Writes selector, base, limit and flags into the CPU context and recomputes the hidden flags
+        the way QEMU's cpu_x86_load_seg_cache does: CPL from SS.DPL, 16/32/64-bit code and stack.
+        A null SS in 64-bit mode is (selector, 0, DPL << 13).
         """
-        try:
-            self.uc.reg_write(SEGMENT_REGS[name], selector)
-        except UcError as exc:
-            raise VmmError(f"cannot load {name} with selector {selector:#x}: {exc}") from exc
-
-    def enter_cpl0(self) -> None:
-        cr0 = self.uc.reg_read(X.UC_X86_REG_CR0)
-        self.uc.reg_write(X.UC_X86_REG_CR0, cr0 & ~CR0_PE)
-        self.uc.reg_write(X.UC_X86_REG_SS, 0)
-        self.uc.reg_write(X.UC_X86_REG_CR0, cr0)
+        lay = self._segments
+        ctx = self.uc.context_save()
+        blob = (ctypes.c_char * ctx.size).from_address(ctx.context.value)
+        hflags = struct.unpack_from("<I", blob, lay.hflags)[0]
+        for name, (selector, low, high) in loads.items():
+            base, limit = descriptor_fields(low, high)
+            off = lay.segs + SEGMENT_INDEX[name] * lay.stride
+            struct.pack_into("<IIQII", blob, off, selector, 0, base, limit, high)
+            if name == "cs":
+                if hflags & HF_LMA and high & DESC_L:
+                    hflags |= HF_CS32 | HF_SS32 | HF_CS64
+                else:
+                    hflags = (hflags & ~(HF_CS32 | HF_CS64)) | (HF_CS32 if high & DESC_B else 0)
+            elif name == "ss":
+                hflags = (hflags & ~HF_CPL_MASK) | ((high >> 13) & 3)
+        seg = lambda n, field: struct.unpack_from("<Q" if field == 8 else "<I", blob,  # noqa: E731
+                                                  lay.segs + SEGMENT_INDEX[n] * lay.stride + field)[0]
+        new = HF_SS32 if seg("ss", 20) & DESC_B else 0
+        if not hflags & HF_CS64:
+            if not self.protected_mode() or not hflags & HF_CS32:
+                new |= HF_ADDSEG
+            elif seg("ds", 8) | seg("es", 8) | seg("ss", 8):
+                new |= HF_ADDSEG
+        hflags = (hflags & ~(HF_SS32 | HF_ADDSEG)) | new
+        struct.pack_into("<I", blob, lay.hflags, hflags)
+        self.uc.context_restore(ctx)

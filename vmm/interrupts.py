@@ -31,6 +31,7 @@ class Event:
     vector: int
     kind: EventKind
     error_code: int | None = None
+    insn_len: int = 0            # SOFTWARE: length of the INT instruction (its fault points back at it)
 
     def describe(self) -> str:
         name = VECTOR_NAMES.get(self.vector, f"vector {self.vector:#x}") if self.kind is not EventKind.EXTERNAL \
@@ -60,8 +61,11 @@ def deliver(cpu: Cpu, mem_factory, event: Event) -> None:
         second = exc.event
     if first.vector == DF:
         raise TripleFault(f"triple fault: delivering #DF raised {second.describe()}")
-    benign_pair = not ((first.vector in CONTRIBUTORY and second.vector in CONTRIBUTORY)
-                       or (first.vector == PF and (second.vector in CONTRIBUTORY or second.vector == PF)))
+    if first.kind is EventKind.SOFTWARE:
+        cpu.pc -= first.insn_len      # a fault raised by an INT n instruction is reported at the INT itself
+    benign_pair = first.kind is not EventKind.EXCEPTION or not (
+        (first.vector in CONTRIBUTORY and second.vector in CONTRIBUTORY)
+        or (first.vector == PF and (second.vector in CONTRIBUTORY or second.vector == PF)))
     retry = second if benign_pair else Event(DF, EventKind.EXCEPTION, 0)
     try:
         _deliver_once(cpu, mem_factory(), retry)
@@ -176,10 +180,19 @@ def _deliver_once(cpu: Cpu, mem: LinearMemory, event: Event) -> None:
     except PageFault as pf:
         raise _DeliveryFault(Event(PF if long_mode or new_cpl == cpl else TS, EventKind.EXCEPTION, 0)) from pf
 
+    loads = {"cs": ((selector & 0xFFFC) | new_cpl, cs_low, cs_high)}
     if new_cpl < cpl:
-        cpu.enter_cpl0()
-    cpu.load_segment("cs", (selector & 0xFFFC) | new_cpl)
-    cpu.load_segment("ss", (new_ss & 0xFFFC) | new_cpl if (new_ss & 0xFFFC) or not long_mode else new_cpl)
+        if long_mode:
+            loads["ss"] = (new_cpl, 0, new_cpl << 13)          # a null SS carrying the new CPL
+        else:
+            ss_low, ss_high = _read_descriptor(cpu, mem, new_ss, event)
+            writable_data = (ss_high >> 9) & 0x7 in (1, 3) and (ss_high >> 12) & 1 and not (ss_high >> 11) & 1
+            if (new_ss & 3) != new_cpl or (ss_high >> 13) & 3 != new_cpl or not writable_data:
+                raise _DeliveryFault(Event(TS, EventKind.EXCEPTION, (new_ss & 0xFFFC) | _ext(event)))
+            if not (ss_high >> 15) & 1:
+                raise _DeliveryFault(Event(SS, EventKind.EXCEPTION, (new_ss & 0xFFFC) | _ext(event)))
+            loads["ss"] = (new_ss, ss_low, ss_high)
+    cpu.load_segment_caches(loads)
     cpu.sp = new_sp
     flags = old_flags & ~(EFLAGS_TF | EFLAGS_NT | EFLAGS_RF | EFLAGS_VM)
     if gate_type in (GATE_INTERRUPT_32, GATE_INTERRUPT_16):

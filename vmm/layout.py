@@ -16,7 +16,8 @@ BOOT_INFO_PA = 0x7000                  # hvm_start_info / multiboot_info
 BOOT_MMAP_PA = 0x7400                  # memory map entries
 BOOT_CMDLINE_PA = 0x7800               # command line, NUL-terminated (up to 2 KiB)
 BOOT_MODLIST_PA = 0x8000               # module list (multiboot) / modlist (PVH)
-BOOT_MODULES_PA = 0x10000              # module images are placed above the kernel instead; see loader
+BOOT_DATA_START = BOOT_GDT_PA
+BOOT_DATA_END = 0x9000
 
 # Initial flat segments in the boot GDT (the same selectors QEMU's multiboot/PVH option ROMs use).
 BOOT_CS = 0x10

@@ -61,6 +61,12 @@ def load_kernel(path: str | Path, ram: GuestRam, cmdline: str = "", modules: tup
         data = Path(path).read_bytes()
     except OSError as exc:
         raise LoadError(f"{path}: cannot read the guest image ({exc.strerror})") from exc
+    return load_image(data, path, ram, cmdline, modules)
+
+
+def load_image(data: bytes, path: str, ram: GuestRam, cmdline: str = "",
+               modules: tuple[Module, ...] = ()) -> BootRecord:
+    """Load an image already in memory (`path` names it in messages)."""
     image = parse_elf(data, path)
     mb_header = _find_multiboot_header(data)
     if mb_header is not None:
@@ -86,10 +92,15 @@ def _find_multiboot_header(data: bytes) -> int | None:
 def _load_segments(image: ElfImage, ram: GuestRam) -> int:
     end = 0
     for seg in image.segments:
-        if seg.paddr + seg.mem_size > ram.size or seg.paddr < layout.HIGH_RAM_START // 2:
-            raise LoadError(f"{image.path}: segment at physical {seg.paddr:#x}-{seg.paddr + seg.mem_size:#x} "
-                            f"does not fit in guest RAM (1 MiB up to {ram.size:#x}); give the VM more memory "
-                            "with --mem or link the kernel at a physical address in RAM")
+        seg_end = seg.paddr + seg.mem_size
+        if seg_end > ram.size:
+            raise LoadError(f"{image.path}: segment at physical {seg.paddr:#x}-{seg_end:#x} does not fit in "
+                            f"guest RAM (0-{ram.size:#x}); give the VM more memory with --mem or link the "
+                            "kernel at a physical address in RAM")
+        if seg.paddr < layout.BOOT_DATA_END and seg_end > layout.BOOT_DATA_START:
+            raise LoadError(f"{image.path}: segment at physical {seg.paddr:#x}-{seg_end:#x} overlaps the "
+                            f"boot data at {layout.BOOT_DATA_START:#x}-{layout.BOOT_DATA_END:#x}; "
+                            "link the kernel at 1 MiB or above")
         ram.write(seg.paddr, image.data[seg.file_off:seg.file_off + seg.file_size])
         ram.write(seg.paddr + seg.file_size, bytes(seg.mem_size - seg.file_size))
         end = max(end, seg.paddr + seg.mem_size)
@@ -182,15 +193,3 @@ def _load_pvh(image: ElfImage, desc: bytes, ram: GuestRam, cmdline: str, modules
                              layout.BOOT_MMAP_PA, len(entries), 0)
     ram.write(layout.BOOT_INFO_PA, start_info)
     return BootRecord(BootProtocol.PVH, entry_pa, 0, layout.BOOT_INFO_PA, image, end, layout.BOOT_INFO_PA)
-
-
-def load_bytes_for_tests(data: bytes, ram: GuestRam) -> BootRecord:
-    """Parse and load an in-memory image (property tests feed mutated images through this)."""
-    image = parse_elf(data)
-    mb_header = _find_multiboot_header(data)
-    if mb_header is not None and not image.is64:
-        return _load_multiboot(image, mb_header, ram, "", ())
-    note = image.note("Xen", XEN_ELFNOTE_PHYS32_ENTRY)
-    if note is None:
-        raise LoadError("<memory>: no boot protocol found")
-    return _load_pvh(image, note.desc, ram, "", ())

@@ -1,6 +1,7 @@
 """The PC the guests see: RAM, devices on their ports and MMIO pages, interrupt wiring, boot CPU state."""
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -12,16 +13,19 @@ from . import layout
 from .bus import Bus
 from .clock import VirtualClock
 from .cpu import Cpu, open_engine
-from .devices.ata import AtaDisk
+from .devices.ata import AtaChannel
 from .devices.cmos import Cmos
 from .devices.debug_exit import DebugExit
 from .devices.fw_cfg import FwCfg
 from .devices.ioapic import IoApic
+from .devices.irq import IrqFanout
 from .devices.lapic import Lapic
 from .devices.pic import PicPair
-from .devices.pit import Pit
+from .devices.pit import Pit, SpeakerPort
 from .devices.uart import Uart16550
 from .errors import ConfigError
+from .cpuid import qemu64_cpuid
+from .firmware import apply_seabios_state
 from .loader import BootRecord, Module, load_kernel
 from .memory import GuestRam
 from .vcpu import Limits, TraceSink, Vcpu
@@ -54,21 +58,55 @@ class MachineConfig:
 
 
 class InterruptRouter:
-    """INTR to the CPU: the local APIC's fixed interrupts first, then the PIC through LINT0 (ExtINT)."""
+    """INTR to the CPU: the local APIC's fixed interrupts first, then the PIC through LINT0 (ExtINT).
+
+    Asked after every I/O exit, so the answer is cached until something that can change it happens:
+    an IRQ line moves, an interrupt controller's register is touched, a timer fires, or an INTA cycle.
+    """
 
     def __init__(self, lapic: Lapic, pic: PicPair) -> None:
         self.lapic = lapic
         self.pic = pic
+        self._dirty = True
+        self._pending = False
+
+    def changed(self) -> None:
+        self._dirty = True
 
     def pending(self) -> bool:
-        return self.lapic.pending_vector() is not None or (self.lapic.extint_enabled() and self.pic.pending())
+        if self._dirty:
+            self._pending = self.lapic.pending_vector() is not None or (self.lapic.extint_enabled()
+                                                                        and self.pic.pending())
+            self._dirty = False
+        return self._pending
 
     def acknowledge(self) -> int | None:
+        self._dirty = True
         if self.lapic.pending_vector() is not None:
             return self.lapic.acknowledge()
         if self.lapic.extint_enabled() and self.pic.pending():
             return self.pic.acknowledge()
         return None
+
+
+class _Watched:
+    """A device or IRQ line whose every use may change what interrupt is pending."""
+
+    def __init__(self, inner, changed: Callable[[], None]) -> None:
+        self.inner = inner
+        self.changed = changed
+
+    def read(self, offset: int, size: int) -> int:
+        self.changed()
+        return self.inner.read(offset, size)
+
+    def write(self, offset: int, size: int, value: int) -> None:
+        self.changed()
+        self.inner.write(offset, size, value)
+
+    def set_level(self, high: bool) -> None:
+        self.changed()
+        self.inner.set_level(high)
 
 
 class _MmioWindow:
@@ -116,35 +154,45 @@ class Machine:
         self.pic = PicPair()
         self.lapic = Lapic(self.clock)
         self.ioapic = IoApic(deliver=self.lapic.accept_irq)
-        self.vcpu = Vcpu(self.cpu, self.ram, self.ports, self.mmio, self.clock, InterruptRouter(self.lapic, self.pic),
-                         config.io_cost_ns, trace)
+        self.lapic.on_eoi_broadcast = self.ioapic.eoi
+        self.interrupts = InterruptRouter(self.lapic, self.pic)
+        changed = self.interrupts.changed
+        self.vcpu = Vcpu(self.cpu, self.ram, self.ports, self.mmio, self.clock, self.interrupts,
+                         config.io_cost_ns, trace, cpuid=qemu64_cpuid)
 
-        def irq(n: int):
-            return _SplitIrq(self.pic.irq_line(n), self.ioapic.irq_line(2 if n == 0 else n))
+        def isa_irq(n: int) -> IrqFanout:
+            """An ISA IRQ reaches the PIC input n and I/O APIC pin n (IRQ0 is wired to pin 2, as on QEMU's pc)."""
+            return _Watched(IrqFanout(self.pic.irq_line(n), self.ioapic.irq_line(2 if n == 0 else n)), changed)
 
-        self.uart = Uart16550(sink=console, irq=irq(layout.COM1_IRQ))
+        self.uart = Uart16550(sink=console, irq=isa_irq(layout.COM1_IRQ))
         self.debug_exit = DebugExit(on_exit=self.vcpu.request_exit)
-        self.pit = Pit(self.clock, irq(layout.PIT_IRQ))
-        self.cmos = Cmos(self.clock, config.ram_bytes)
+        self.pit = Pit(self.clock, isa_irq(layout.PIT_IRQ))
+        self.cmos = Cmos(self.clock, config.ram_bytes, isa_irq(layout.RTC_IRQ), cpus=config.cpus)
         self.fw_cfg = FwCfg(config.ram_bytes, config.cpus)
-        self.ports.attach(layout.COM1_PORT, 8, self.uart, "com1")
-        self.ports.attach(layout.DEBUG_EXIT_PORT, 4, self.debug_exit, "isa-debug-exit")
-        self.ports.attach(layout.PIT_PORT, 4, self.pit, "pit")
-        self.ports.attach(layout.SPEAKER_PORT, 1, self.pit.speaker_port, "port61")
-        self.ports.attach(layout.PIC_MASTER_PORT, 2, self.pic.master, "pic-master")
-        self.ports.attach(layout.PIC_SLAVE_PORT, 2, self.pic.slave, "pic-slave")
-        self.ports.attach(layout.ELCR_PORT, 2, self.pic.elcr, "elcr")
-        self.ports.attach(layout.CMOS_PORT, 2, self.cmos, "cmos")
-        self.ports.attach(layout.FW_CFG_PORT, 2, self.fw_cfg, "fw_cfg")
+        devices = {
+            "com1": (layout.COM1_PORT, 8, self.uart),
+            "isa-debug-exit": (layout.DEBUG_EXIT_PORT, 4, self.debug_exit),
+            "pit": (layout.PIT_PORT, 4, self.pit),
+            "port61": (layout.SPEAKER_PORT, 1, SpeakerPort(self.pit)),
+            "pic_master": (layout.PIC_MASTER_PORT, 2, _Watched(self.pic.master, changed)),
+            "pic_slave": (layout.PIC_SLAVE_PORT, 2, _Watched(self.pic.slave, changed)),
+            "elcr": (layout.ELCR_PORT, 2, _Watched(self.pic.elcr, changed)),
+            "cmos": (layout.CMOS_PORT, 2, self.cmos),
+            "fw_cfg": (layout.FW_CFG_PORT, 2, self.fw_cfg),
+        }
         self.disk = None
         if config.disk_image is not None:
-            self.disk = AtaDisk(config.disk_image, irq(layout.ATA_PRIMARY_IRQ))
-            self.ports.attach(layout.ATA_PRIMARY_PORT, 8, self.disk, "ata0")
-            self.ports.attach(layout.ATA_PRIMARY_CTRL_PORT, 1, self.disk.control, "ata0-ctl")
+            self.disk = AtaChannel(config.disk_image, isa_irq(layout.ATA_PRIMARY_IRQ))
+            devices["ata0"] = (layout.ATA_PRIMARY_PORT, 8, self.disk)
+            devices["ata0-control"] = (layout.ATA_PRIMARY_CTRL_PORT, 1, self.disk.control)
+        for name, (port, size, device) in devices.items():
+            self.ports.attach(port, size, device, name)
         for base, device, name in ((layout.LAPIC_BASE, self.lapic, "lapic"), (layout.IOAPIC_BASE, self.ioapic, "ioapic")):
             self.mmio.attach(base, layout.MMIO_PAGE, device, name)
             window = _MmioWindow(self.vcpu, base)
             self.uc.mmio_map(base, layout.MMIO_PAGE, window.read, None, window.write, None)
+        apply_seabios_state({name: dev for name, (_p, _s, dev) in devices.items()} | {"lapic": self.lapic})
+        self.interrupts.changed()
 
     def boot(self, kernel: str | Path) -> BootRecord:
         """Load the kernel and put the CPU in the state its boot protocol promises."""
@@ -154,9 +202,9 @@ class Machine:
         uc.reg_write(X.UC_X86_REG_GDTR, (0, layout.BOOT_GDT_PA, len(BOOT_GDT) - 1, 0))
         uc.reg_write(X.UC_X86_REG_IDTR, (0, 0, 0x3FF, 0))
         uc.reg_write(X.UC_X86_REG_CR0, BOOT_CR0)
-        uc.reg_write(X.UC_X86_REG_CS, layout.BOOT_CS)
-        for reg in (X.UC_X86_REG_DS, X.UC_X86_REG_ES, X.UC_X86_REG_FS, X.UC_X86_REG_GS, X.UC_X86_REG_SS):
-            uc.reg_write(reg, layout.BOOT_DS)
+        code, data = (struct.unpack_from("<II", BOOT_GDT, sel) for sel in (layout.BOOT_CS, layout.BOOT_DS))
+        self.cpu.load_segment_caches({"cs": (layout.BOOT_CS, *code)} |
+                                     {seg: (layout.BOOT_DS, *data) for seg in ("ds", "es", "fs", "gs", "ss")})
         uc.reg_write(X.UC_X86_REG_EFLAGS, BOOT_EFLAGS)
         uc.reg_write(X.UC_X86_REG_EAX, record.eax)
         uc.reg_write(X.UC_X86_REG_EBX, record.ebx)
@@ -170,14 +218,3 @@ class Machine:
     def close(self) -> None:
         if self.disk is not None:
             self.disk.close()
-
-
-class _SplitIrq:
-    """An ISA IRQ wire that reaches both the PIC and the I/O APIC, as on the PC."""
-
-    def __init__(self, *lines) -> None:
-        self.lines = lines
-
-    def set_level(self, high: bool) -> None:
-        for line in self.lines:
-            line.set_level(high)

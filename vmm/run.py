@@ -61,7 +61,7 @@ def run(guest: str | Path, *, config: MachineConfig = MachineConfig(), limits: L
             status = machine.vcpu.exit_status
         except GuestError as exc:
             error, status = str(exc), exc.exit_status
-        return RunResult(bytes(sink.data), status, dict(machine.vcpu.exits), machine.clock.now_ns,
+        return RunResult(bytes(sink.data), status, machine.vcpu.exit_counts(), machine.clock.now_ns,
                          machine.vcpu.instructions if limits.max_instructions is not None else None, error)
     finally:
         if machine is not None:

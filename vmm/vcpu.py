@@ -16,12 +16,16 @@ from .bus import Bus
 from .clock import VirtualClock
 from .cpu import Cpu
 from .errors import GuestError, GuestHalted, LimitExceeded, OutsideRam
-from .interrupts import UD, VECTORS_WITH_ERROR_CODE, Event, EventKind, deliver
+from .interrupts import GP, PF, UD, VECTORS_WITH_ERROR_CODE, Event, EventKind, deliver
 from .insncount import BlockCounter
 from .memory import GuestRam, LinearMemory, PageFault, translate
+from .rawhooks import IN_CFUNC, OUT_CFUNC, add_insn_hook
 
 HLT_OPCODE = 0xF4
 NEVER_REACHED = 0xFFFF_FFFF_FFFF_FFF0   # `until` address for emu_start: a non-canonical address
+# When emu_start returns, Unicorn 2.1.4 leaves CR2 = until - 1 (a failed probe of that address): the
+# loop puts the guest's own CR2 back when it finds one of these values.
+VMM_CR2_ARTEFACTS = frozenset({NEVER_REACHED - 1, (NEVER_REACHED - 1) & 0xFFFFFFFF})
 
 
 class Exit(enum.Enum):
@@ -41,6 +45,9 @@ class InterruptSource(Protocol):
     def pending(self) -> bool: ...
 
     def acknowledge(self) -> int | None: ...
+
+    def changed(self) -> None:
+        """Something outside the controllers' registers may have raised a request (a timer fired)."""
 
 
 class TraceSink(Protocol):
@@ -72,9 +79,17 @@ class Vcpu:
         self.trace = trace
         self.cpuid = cpuid
         self.exits: Counter[str] = Counter()
+        self.pio_exits = 0                      # kept apart from `exits`: it is on the hot path
+        self._port_table = ports.table
         self.exit_status: int | None = None
         self.instructions = 0
         self._event: Event | None = None
+        self._hook_error: BaseException | None = None
+        self._fault_cr2 = 0
+        # Unicorn skips the I/O permission check. The VMM checks it once the guest has been seen
+        # outside ring 0 (checking CPL on every exit of a ring-0-only guest would double its cost).
+        self._user_mode_seen = False
+        self._denied_io = None
         self._outside: str | None = None
         self._hooks_installed = False
 
@@ -89,8 +104,9 @@ class Vcpu:
         uc = self.uc
         uc.hook_add(UC_HOOK_INTR, self._on_interrupt)
         uc.hook_add(UC_HOOK_INSN_INVALID, self._on_invalid)
-        uc.hook_add(UC_HOOK_INSN, self._on_in, None, 1, 0, X.UC_X86_INS_IN)
-        uc.hook_add(UC_HOOK_INSN, self._on_out, None, 1, 0, X.UC_X86_INS_OUT)
+        on_in, on_out = self._make_port_hooks()
+        add_insn_hook(uc, X.UC_X86_INS_IN, on_in)
+        add_insn_hook(uc, X.UC_X86_INS_OUT, on_out)
         if self.cpuid is not None:
             uc.hook_add(UC_HOOK_INSN, self._on_cpuid, None, 1, 0, X.UC_X86_INS_CPUID)
         uc.hook_add(UC_HOOK_MEM_READ_UNMAPPED | UC_HOOK_MEM_WRITE_UNMAPPED | UC_HOOK_MEM_FETCH_UNMAPPED,
@@ -102,55 +118,135 @@ class Vcpu:
 
     def _on_interrupt(self, uc, intno: int, _ud) -> None:
         error_code, is_int = self.cpu.pending_exception()
+        if intno == PF:
+            self._fault_cr2 = uc.reg_read(X.UC_X86_REG_CR2)
         if is_int:
-            self._event = Event(intno, EventKind.SOFTWARE)
+            self._event = Event(intno, EventKind.SOFTWARE, insn_len=self._int_length(intno))
         else:
             self._event = Event(intno, EventKind.EXCEPTION,
                                 error_code if intno in VECTORS_WITH_ERROR_CODE else None)
         uc.emu_stop()
+
+    def _int_length(self, vector: int) -> int:
+        """Length of the INT n / INT3 / INTO / INT1 instruction that ends just before RIP."""
+        try:
+            before = LinearMemory(self.ram, self.cpu.paging()).read(self.cpu.pc - 2, 2)
+        except (PageFault, OutsideRam):
+            return 2
+        if before[0] == 0xCD and before[1] == vector:
+            return 2
+        return 1 if before[1] in (0xCC, 0xCE, 0xF1) else 2
 
     def _on_invalid(self, uc, _ud) -> bool:
         self._event = Event(UD, EventKind.EXCEPTION)
         uc.emu_stop()
         return True
 
-    def _io_done(self) -> None:
+    def _io_done(self, timers_fired: bool) -> None:
+        """After an I/O exit: stop the slice if the guest asked to exit or an interrupt can be taken."""
+        if timers_fired:
+            self.interrupts.changed()
         if self.exit_status is not None or (self.interrupts.pending() and self.cpu.interrupts_enabled()):
             self.uc.emu_stop()
 
-    def _on_in(self, uc, port: int, size: int, _ud) -> int:
-        self.exits[Exit.PIO.value] += 1
-        self.clock.advance(self.io_cost_ns)
-        value = self.ports.read(port, size)
-        if self.trace:
-            self.trace("pio_in", port=port, size=size, value=value)
-        self._io_done()
-        return value
+    def _io_permitted(self, port: int, size: int) -> bool:
+        """Protected-mode I/O permission (IOPL, then the TSS I/O bitmap), which Unicorn does not check."""
+        cpl = self.cpu._fast_read(X.UC_X86_REG_CS) & 3
+        if not cpl or not self.cpu.protected_mode() or cpl <= (self.cpu._fast_read(X.UC_X86_REG_EFLAGS) >> 12) & 3:
+            return True
+        tss_base, tss_limit = self.cpu.table_register(X.UC_X86_REG_TR)
+        try:
+            mem = LinearMemory(self.ram, self.cpu.paging())
+            bitmap = int.from_bytes(mem.read(tss_base + 0x66, 2), "little")
+            if tss_limit < 0x67 or bitmap + (port + size - 1) // 8 > tss_limit:
+                return False
+            bits = int.from_bytes(mem.read(tss_base + bitmap + port // 8, 2), "little")
+        except (PageFault, OutsideRam):
+            return False
+        return not (bits >> (port % 8)) & ((1 << size) - 1)
 
-    def _on_out(self, uc, port: int, size: int, value: int, _ud) -> None:
-        self.exits[Exit.PIO.value] += 1
-        self.clock.advance(self.io_cost_ns)
-        if self.trace:
-            self.trace("pio_out", port=port, size=size, value=value)
-        self.ports.write(port, size, value)
-        self._io_done()
+    def _make_port_hooks(self):
+        """The IN and OUT exit handlers: the hottest code of the VMM, so everything is bound locally."""
+        table, ports, clock, cost = self._port_table, self.ports, self.clock, self.io_cost_ns
+        interrupts, cpu, uc = self.interrupts, self.cpu, self.uc
+        stop = uc.emu_stop
+
+        def finish(fired: bool) -> None:
+            if fired:
+                interrupts.changed()
+            if self.exit_status is not None or (interrupts.pending() and cpu.interrupts_enabled()):
+                stop()
+
+        def denied(port: int, size: int) -> bool:
+            if not self._user_mode_seen or self._io_permitted(port, size):
+                return False
+            self._denied_io = uc.context_save()      # the CPU as it was at the I/O instruction
+            stop()
+            return True
+
+        def on_in(_handle, port: int, size: int, _ud) -> int:
+            try:
+                if denied(port, size):
+                    return 0
+                self.pio_exits += 1
+                now = clock._now_ns + cost
+                fired = now >= clock._next_due
+                if fired:
+                    clock.advance_to(now)
+                else:
+                    clock._now_ns = now
+                entry = table.get(port)
+                value = ports.read(port, size) if entry is None else entry[0].read(port - entry[1], size)
+                if self.trace:
+                    self.trace("pio_in", port=port, size=size, value=value)
+                finish(fired)
+                return value
+            except BaseException as exc:       # never let an exception unwind through the C engine
+                self._hook_error = exc
+                stop()
+                return 0
+
+        def on_out(_handle, port: int, size: int, value: int, _ud) -> None:
+            try:
+                if denied(port, size):
+                    return
+                self.pio_exits += 1
+                now = clock._now_ns + cost
+                fired = now >= clock._next_due
+                if fired:
+                    clock.advance_to(now)
+                else:
+                    clock._now_ns = now
+                if self.trace:
+                    self.trace("pio_out", port=port, size=size, value=value)
+                entry = table.get(port)
+                if entry is None:
+                    ports.write(port, size, value)
+                else:
+                    entry[0].write(port - entry[1], size, value)
+                finish(fired)
+            except BaseException as exc:
+                self._hook_error = exc
+                stop()
+
+        return IN_CFUNC(on_in), OUT_CFUNC(on_out)
 
     def mmio_read(self, base: int, offset: int, size: int) -> int:
         self.exits[Exit.MMIO.value] += 1
-        self.clock.advance(self.io_cost_ns)
+        self.clock.tick(self.io_cost_ns)
         value = self.mmio.read(base + offset, size)
         if self.trace:
             self.trace("mmio_read", addr=base + offset, size=size, value=value)
-        self._io_done()
+        self._io_done(True)
         return value
 
     def mmio_write(self, base: int, offset: int, size: int, value: int) -> None:
         self.exits[Exit.MMIO.value] += 1
-        self.clock.advance(self.io_cost_ns)
+        self.clock.tick(self.io_cost_ns)
         if self.trace:
             self.trace("mmio_write", addr=base + offset, size=size, value=value)
         self.mmio.write(base + offset, size, value)
-        self._io_done()
+        self._io_done(True)
 
     def _on_cpuid(self, uc, _ud) -> int:
         self.exits[Exit.CPUID.value] += 1
@@ -168,6 +264,12 @@ class Vcpu:
         self._outside = f"guest {kind} of {size} byte(s) at physical {address:#x}, outside RAM and devices"
         return False
 
+    def exit_counts(self) -> dict[str, int]:
+        counts = dict(self.exits)
+        if self.pio_exits:
+            counts[Exit.PIO.value] = self.pio_exits
+        return counts
+
     # --- the loop --------------------------------------------------------------------------------------
     def run(self, limits: Limits = Limits()) -> None:
         if not self._hooks_installed:
@@ -182,12 +284,25 @@ class Vcpu:
                 timeout_us = max(1, int(left * 1e6))
             self._event = None
             pc = self.cpu.pc
+            guest_cr2 = self.uc.reg_read(X.UC_X86_REG_CR2)
             try:
                 self.uc.emu_start(pc, NEVER_REACHED, timeout=timeout_us)
             except UcError as exc:
                 if self._outside:
                     raise OutsideRam(f"{self._outside} (near {self._where()})") from None
                 raise GuestError(f"the CPU stopped at {self._where()}: {exc}") from None
+            # Leaving emu_start, Unicorn probes the `until` address; a failed probe records a #PF in the
+            # CPU's fault history (turning the guest's next real fault into #DF) and clobbers CR2.
+            self.cpu.clear_fault_history()
+            if self.uc.reg_read(X.UC_X86_REG_CR2) in VMM_CR2_ARTEFACTS:
+                self.uc.reg_write(X.UC_X86_REG_CR2, self._fault_cr2 if self._event and self._event.vector == PF
+                                  else guest_cr2)
+            if self._hook_error is not None:
+                raise self._hook_error
+            if self._denied_io is not None:
+                # The engine ran on to the end of the block: put the CPU back at the I/O instruction.
+                self.uc.context_restore(self._denied_io)
+                self._denied_io, self._event = None, Event(GP, EventKind.EXCEPTION, 0)
             if self.exit_status is not None:
                 break
             if limits.max_instructions is not None and self._counter.count > limits.max_instructions:
@@ -206,13 +321,13 @@ class Vcpu:
         return LinearMemory(self.ram, self.cpu.paging())
 
     def _deliver(self, event: Event) -> None:
+        if self.cpu.cpl():
+            self._user_mode_seen = True
         kind = Exit.INTERRUPT if event.kind is EventKind.EXTERNAL else Exit.EXCEPTION
         self.exits[kind.value] += 1
         if self.trace:
             self.trace(kind.value, vector=event.vector, error_code=event.error_code, rip=self.cpu.pc)
         deliver(self.cpu, self._linear, event)
-        if event.kind is EventKind.EXCEPTION:
-            self.cpu.clear_fault_history()
 
     def _inject_external(self) -> None:
         if self.exit_status is None and self.cpu.interrupts_enabled() and self.interrupts.pending():

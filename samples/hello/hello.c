@@ -11,8 +11,9 @@ int kmain(u32 boot_magic, uptr boot_info)
     } else if (*(const u32 *)boot_info == PVH_START_MAGIC) {
         printf("pvh: start_info version %u\n", ((const u32 *)boot_info)[1]);
     } else {
-        puts("unknown boot protocol\n");
+        puts("FAIL: unknown boot protocol\n");
         return EXIT_FAIL;
     }
+    puts("PASS\n");
     return EXIT_PASS;
 }
