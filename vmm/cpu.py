@@ -175,6 +175,12 @@ class Cpu:
     def protected_mode(self) -> bool:
         return bool(self.uc.reg_read(X.UC_X86_REG_CR0) & CR0_PE)
 
+    def code_bits(self) -> int:
+        """16, 32 or 64: the operand-size default of the code segment the CPU is executing."""
+        ctx = self.uc.context_save()
+        hflags = struct.unpack_from("<I", ctypes.string_at(ctx.context.value + self._segments.hflags, 4))[0]
+        return 64 if hflags & HF_CS64 else 32 if hflags & HF_CS32 else 16
+
     def cpl(self) -> int:
         return self.uc.reg_read(X.UC_X86_REG_CS) & 3
 

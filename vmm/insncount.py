@@ -15,6 +15,7 @@ class BlockCounter:
         self.cpu = cpu
         self.ram = ram
         self.count = 0
+        self.limit: int | None = None          # stop the engine once the count passes this
         self._cache: dict[tuple[int, int, int], int] = {}
         self._decoders = {bits: Cs(CS_ARCH_X86, mode) for bits, mode in
                           ((16, CS_MODE_16), (32, CS_MODE_32), (64, CS_MODE_64))}
@@ -44,5 +45,3 @@ class BlockCounter:
         self.count += n
         if self.limit is not None and self.count > self.limit:
             uc.emu_stop()
-
-    limit: int | None = None

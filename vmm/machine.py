@@ -20,10 +20,12 @@ from .devices.fw_cfg import FwCfg
 from .devices.ioapic import IoApic
 from .devices.irq import IrqFanout
 from .devices.lapic import Lapic
+from .devices.pci import PciHost
 from .devices.pic import PicPair
 from .devices.pit import Pit, SpeakerPort
 from .devices.uart import Uart16550
 from .errors import ConfigError
+from .cpufix import CpuFixups, candidate_sites
 from .cpuid import qemu64_cpuid
 from .firmware import apply_seabios_state
 from .loader import BootRecord, Module, load_kernel
@@ -169,6 +171,8 @@ class Machine:
         self.pit = Pit(self.clock, isa_irq(layout.PIT_IRQ))
         self.cmos = Cmos(self.clock, config.ram_bytes, isa_irq(layout.RTC_IRQ), cpus=config.cpus)
         self.fw_cfg = FwCfg(config.ram_bytes, config.cpus)
+        # A reset request through 0xCF9 ends the run, as QEMU does under -no-reboot (status 0).
+        self.pci = PciHost(on_reset=lambda: self.vcpu.request_exit(0))
         devices = {
             "com1": (layout.COM1_PORT, 8, self.uart),
             "isa-debug-exit": (layout.DEBUG_EXIT_PORT, 4, self.debug_exit),
@@ -179,6 +183,8 @@ class Machine:
             "elcr": (layout.ELCR_PORT, 2, _Watched(self.pic.elcr, changed)),
             "cmos": (layout.CMOS_PORT, 2, self.cmos),
             "fw_cfg": (layout.FW_CFG_PORT, 2, self.fw_cfg),
+            "pci-address": (layout.PCI_CONFIG_ADDRESS_PORT, 4, self.pci.address_port),
+            "pci-data": (layout.PCI_CONFIG_DATA_PORT, 4, self.pci.data_port),
         }
         self.disk = None
         if config.disk_image is not None:
@@ -209,6 +215,8 @@ class Machine:
         uc.reg_write(X.UC_X86_REG_EAX, record.eax)
         uc.reg_write(X.UC_X86_REG_EBX, record.ebx)
         uc.reg_write(X.UC_X86_REG_RIP, record.entry_pa)
+        self.fixups = CpuFixups(self.cpu, self.ram, self.lapic, self.vcpu.raise_fault)
+        self.fixups.install(candidate_sites(record.image))
         self.record = record
         return record
 

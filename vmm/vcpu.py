@@ -93,6 +93,10 @@ class Vcpu:
         self._outside: str | None = None
         self._hooks_installed = False
 
+    def raise_fault(self, event: Event) -> None:
+        """An exception the VMM raises on the guest's behalf, delivered when the slice stops."""
+        self._event = event
+
     # --- requests from devices ----------------------------------------------------------------------
     def request_exit(self, status: int) -> None:
         """A device (isa-debug-exit) ends the run with this status, after the current instruction."""
@@ -274,6 +278,8 @@ class Vcpu:
     def run(self, limits: Limits = Limits()) -> None:
         if not self._hooks_installed:
             self._install_hooks(limits.max_instructions is not None)
+            if limits.max_instructions is not None:
+                self._counter.limit = limits.max_instructions
         started = time.monotonic()
         while self.exit_status is None:
             timeout_us = 0
