@@ -42,6 +42,9 @@ class Kernel:
     defines: dict = field(default_factory=dict)
     disk_sectors: int = 0          # the runner attaches a samples/disk.py image of this many sectors
     role: str = "sample"           # "misbehaves": a diagnostics fixture that never passes
+    append: str = ""               # kernel command line the runner passes (-append)
+    modules: tuple[str, ...] = ()  # boot modules "FILE [ARGS]", FILE relative to the sample directory
+    mem_mib: int = 0               # guest RAM the runner asks for (0: the default, 128 MiB)
 
     @property
     def elf_name(self) -> str:
@@ -61,7 +64,8 @@ def discover() -> list[Kernel]:
                 raise SystemExit(f"{manifest}: unknown layout {k['layout']!r}; use one of {sorted(LAYOUTS)}")
             kernels.append(Kernel(manifest.parent, k["name"], k["layout"], tuple(k["sources"]),
                                   dict(k.get("defines", {})), int(k.get("disk_sectors", 0)),
-                                  k.get("role", "sample")))
+                                  k.get("role", "sample"), k.get("append", ""), tuple(k.get("modules", ())),
+                                  int(k.get("mem_mib", 0))))
     return kernels
 
 

@@ -45,20 +45,36 @@ def make_disk(kernel, directory: Path, tag: str) -> Path | None:
     return path
 
 
-def run_qemu(elf: Path, disk: Path | None, timeout: float = 120) -> Outcome:
-    cmd = [QEMU, *QEMU_ARGS, "-kernel", str(elf)]
+def boot_args(kernel) -> tuple[list[str], list[str]]:
+    """The sample's boot inputs as QEMU options and as `vmm run` options (run both from its directory)."""
+    qemu, ours = [], []
+    if kernel.append:
+        qemu += ["-append", kernel.append]
+        ours += ["--append", kernel.append]
+    if kernel.modules:
+        qemu += ["-initrd", ",".join(kernel.modules)]
+        ours += [arg for spec in kernel.modules for arg in ("--module", spec)]
+    if kernel.mem_mib:
+        qemu += ["-m", f"{kernel.mem_mib}M"]
+        ours += ["--mem", f"{kernel.mem_mib}M"]
+    return qemu, ours
+
+
+def run_qemu(elf: Path, disk: Path | None, *extra: str, timeout: float = 120, cwd: Path | None = None) -> Outcome:
+    cmd = [QEMU, *QEMU_ARGS, "-kernel", str(elf), *extra]
     if disk is not None:
         cmd += ["-drive", f"file={disk},format=raw,if=ide,index=0"]
-    proc = subprocess.run(cmd, capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    proc = subprocess.run(cmd, capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL, cwd=cwd)
     return Outcome(proc.stdout, proc.returncode, proc.stderr.decode(errors="replace"),
                    disk.read_bytes() if disk else None)
 
 
-def run_vmm(elf: Path, disk: Path | None, *extra: str, timeout: float = 300) -> Outcome:
+def run_vmm(elf: Path, disk: Path | None, *extra: str, timeout: float = 300, cwd: Path | None = None) -> Outcome:
     cmd = [sys.executable, "-m", "vmm", "run", str(elf), *extra]
     if disk is not None:
         cmd += ["--disk", str(disk)]
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.run(cmd, capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL, env=env, cwd=ROOT)
+    proc = subprocess.run(cmd, capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL, env=env,
+                          cwd=cwd or ROOT)
     return Outcome(proc.stdout, proc.returncode, proc.stderr.decode(errors="replace"),
                    disk.read_bytes() if disk else None)

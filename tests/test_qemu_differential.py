@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from guests import KERNELS, QEMU, make_disk, run_qemu, run_vmm
+from guests import KERNELS, QEMU, boot_args, make_disk, run_qemu, run_vmm
 
 LONG_RUNNING = {k.name for k in KERNELS if k.name.startswith("workload_") and not k.name.endswith("_short")}
 
@@ -29,8 +29,9 @@ def _need_qemu():
 @pytest.mark.parametrize("kernel", list(_params()))
 def test_vmm_matches_qemu(kernel, tmp_path):
     elf = kernel.elf_path
-    reference = run_qemu(elf, make_disk(kernel, tmp_path, "qemu"))
-    ours = run_vmm(elf, make_disk(kernel, tmp_path, "vmm"))
+    qemu_args, vmm_args = boot_args(kernel)
+    reference = run_qemu(elf, make_disk(kernel, tmp_path, "qemu"), *qemu_args, cwd=kernel.sample_dir)
+    ours = run_vmm(elf, make_disk(kernel, tmp_path, "vmm"), *vmm_args, cwd=kernel.sample_dir)
     assert reference.console.rstrip().endswith(b"PASS"), f"sample fails under QEMU itself:\n{reference.console!r}"
     assert ours.console == reference.console, f"console differs; vmm stderr:\n{ours.stderr}"
     assert ours.status == reference.status, f"exit status differs; vmm stderr:\n{ours.stderr}"

@@ -72,3 +72,14 @@ def test_misbehaving_guest(guest, args, status, message):
 def test_bad_memory_size():
     out = run_vmm(GOOD64, None, "--mem", "1M", timeout=60)
     assert out.status == 2 and "RAM size" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_console_to_a_file(tmp_path):
+    out = run_vmm(GOOD64, None, "--serial", str(tmp_path / "com1.txt"), timeout=60)
+    assert out.status == 1 and out.console == b""
+    assert (tmp_path / "com1.txt").read_bytes().endswith(b"PASS\n")
+
+
+def test_unwritable_output_is_a_clear_error(tmp_path):
+    out = run_vmm(GOOD64, None, "--trace", str(tmp_path / "missing-dir" / "t.jsonl"), timeout=60)
+    assert out.status == 2 and "No such file or directory" in out.stderr and "Traceback" not in out.stderr

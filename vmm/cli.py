@@ -24,8 +24,9 @@ def parse_size(text: str) -> int:
 
 
 def parse_module(text: str) -> Module:
-    path, _, cmdline = text.partition(",")
-    return Module(path, cmdline)
+    if not text.strip():
+        raise argparse.ArgumentTypeError("a module needs a file name")
+    return Module(text.strip())
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--disk", help="raw disk image for the primary ATA master (read and written)")
     r.add_argument("--append", default="", help="kernel command line")
     r.add_argument("--module", action="append", type=parse_module, default=[],
-                   help="multiboot/PVH module FILE[,CMDLINE] (repeatable)")
+                   help='boot module "FILE [ARGS]" (repeatable; QEMU\'s -initrd entries, one per option)')
+    r.add_argument("--serial", metavar="FILE", help="write the guest's COM1 output to FILE instead of stdout")
     r.add_argument("--trace", help="write every guest event (port I/O, MMIO, interrupts, exceptions) as JSON lines")
     r.add_argument("--max-insns", type=int, help="stop after this many guest instructions (counting slows the run)")
     r.add_argument("--timeout", type=float, help="stop after this many host seconds")
@@ -62,14 +64,21 @@ def main(argv: list[str] | None = None) -> int:
     config = MachineConfig(ram_bytes=args.mem, disk_image=args.disk, cmdline=args.append,
                            modules=tuple(args.module))
     limits = Limits(max_instructions=args.max_insns, timeout_s=args.timeout)
+    serial = None
     try:
-        result = run(args.guest, config=config, limits=limits, trace_path=args.trace, console=_write_console)
+        if args.serial:
+            serial = open(args.serial, "wb")
+        console = (lambda chunk: (serial.write(chunk), serial.flush())) if serial else _write_console
+        result = run(args.guest, config=config, limits=limits, trace_path=args.trace, console=console)
     except VmmError as exc:
         print(f"vmm: error: {exc}", file=sys.stderr)
         return exc.exit_status
     except OSError as exc:
         print(f"vmm: error: {exc.filename or ''}: {exc.strerror}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    finally:
+        if serial is not None:
+            serial.close()
     if args.stats:
         exits = ", ".join(f"{k} {v}" for k, v in sorted(result.exits.items()))
         print(f"vmm: exits: {exits or 'none'}; guest time {result.guest_time_ns / 1e6:.3f} ms"

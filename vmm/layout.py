@@ -8,6 +8,10 @@ DEFAULT_RAM_BYTES = 128 * MiB          # QEMU's default
 MAX_RAM_BYTES = 3 * 1024 * MiB         # below the PCI hole; no RAM is placed above 4 GiB
 LOW_RAM_TOP = 0x9FC00                  # conventional memory ends here (EBDA above), as QEMU's e820
 HIGH_RAM_START = 1 * MiB
+FIRMWARE_RESERVED_BYTES = 128 * KiB    # SeaBIOS keeps the top of RAM (e820 reserved)
+BIOS_ROM_BASE = 0xFFFC0000
+AMD_HT_HOLE_BASE = 0xFD_0000_0000
+AMD_HT_HOLE_BYTES = 0x3_0000_0000
 
 # Boot data written by the loaders, in low memory that the e820 map reports as usable (as QEMU
 # does with its own boot data): a GDT for the initial segments, the boot info and its tables.
@@ -42,7 +46,9 @@ PCI_CONFIG_DATA_PORT = 0xCFC
 PIT_IRQ = 0
 RTC_IRQ = 8
 
-# MMIO
+# MMIO: the device window just below 4 GiB; its unclaimed pages read as all ones (logged)
+DEVICE_WINDOW_START = 0xFE000000
+DEVICE_WINDOW_END = 1 << 32
 IOAPIC_BASE = 0xFEC00000
 LAPIC_BASE = 0xFEE00000
 MMIO_PAGE = 0x1000

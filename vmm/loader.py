@@ -28,8 +28,17 @@ class BootProtocol(enum.Enum):
 
 @dataclass(frozen=True)
 class Module:
-    path: str
-    cmdline: str = ""
+    """A boot module, given as QEMU's -initrd entries are: "FILE [ARGS]"; the whole text is its command line."""
+
+    spec: str
+
+    @property
+    def path(self) -> str:
+        return self.spec.split(" ", 1)[0]
+
+    @property
+    def args(self) -> str:
+        return self.spec.partition(" ")[2]
 
 
 @dataclass(frozen=True)
@@ -46,12 +55,17 @@ class BootRecord:
 
 
 def e820_map(ram_bytes: int) -> list[tuple[int, int, int]]:
-    """The memory map QEMU's firmware reports for a `pc` machine with this much RAM (base, length, type)."""
+    """The memory map SeaBIOS reports on QEMU's `pc` machine with this much RAM (base, length, type):
+    it keeps the top 128 KiB of RAM for itself, and reserves the BIOS ROM and the AMD HyperTransport hole."""
+    usable_top = ram_bytes - layout.FIRMWARE_RESERVED_BYTES
     return [
         (0, layout.LOW_RAM_TOP, E820_RAM),
         (layout.LOW_RAM_TOP, 0xA0000 - layout.LOW_RAM_TOP, E820_RESERVED),
         (0xF0000, 0x10000, E820_RESERVED),
-        (layout.HIGH_RAM_START, ram_bytes - layout.HIGH_RAM_START, E820_RAM),
+        (layout.HIGH_RAM_START, usable_top - layout.HIGH_RAM_START, E820_RAM),
+        (usable_top, layout.FIRMWARE_RESERVED_BYTES, E820_RESERVED),
+        (layout.BIOS_ROM_BASE, (1 << 32) - layout.BIOS_ROM_BASE, E820_RESERVED),
+        (layout.AMD_HT_HOLE_BASE, layout.AMD_HT_HOLE_BYTES, E820_RESERVED),
     ]
 
 
@@ -124,7 +138,7 @@ def _place_modules(modules: tuple[Module, ...], ram: GuestRam, start: int) -> li
         if addr + len(blob) > ram.size:
             raise LoadError(f"module {mod.path}: {len(blob)} bytes do not fit in guest RAM; use a larger --mem")
         ram.write(addr, blob)
-        placed.append((addr, len(blob), mod.cmdline))
+        placed.append((addr, len(blob), mod))
         addr = (addr + len(blob) + 0xFFF) & ~0xFFF
     return placed
 
@@ -151,14 +165,14 @@ def _load_multiboot(image: ElfImage, header_off: int, ram: GuestRam, cmdline: st
     str_pa = _write_cstring(ram, str_pa, "qemu", 64)
     placed = _place_modules(modules, ram, end)
     modlist = b""
-    for mod_pa, size, mod_cmdline in placed:
+    for mod_pa, size, mod in placed:
         mod_cmd_pa = str_pa
-        str_pa = _write_cstring(ram, str_pa, mod_cmdline, 256)
+        str_pa = _write_cstring(ram, str_pa, mod.spec, 256)
         modlist += struct.pack("<IIII", mod_pa, mod_pa + size, mod_cmd_pa, 0)
     ram.write(layout.BOOT_MODLIST_PA, modlist)
     mmap = b"".join(struct.pack("<IQQI", 20, base, length, kind) for base, length, kind in e820_map(ram.size))
     ram.write(layout.BOOT_MMAP_PA, mmap)
-    mem_upper_kib = (ram.size - layout.HIGH_RAM_START) // 1024
+    mem_upper_kib = (ram.size - layout.FIRMWARE_RESERVED_BYTES - layout.HIGH_RAM_START) // 1024
     mbi_flags = 0x001 | 0x002 | 0x004 | 0x008 | 0x040 | 0x200  # mem, boot_device, cmdline, mods, mmap, name
     mbi = struct.pack("<IIIIIII16sIIIIII", mbi_flags, layout.LOW_RAM_TOP // 1024, mem_upper_kib, 0x8000FFFF,
                       layout.BOOT_CMDLINE_PA, len(placed), layout.BOOT_MODLIST_PA, bytes(16),
@@ -181,9 +195,11 @@ def _load_pvh(image: ElfImage, desc: bytes, ram: GuestRam, cmdline: str, modules
     placed = _place_modules(modules, ram, end)
     str_pa = layout.BOOT_MODLIST_PA + 0x400
     modlist = b""
-    for mod_pa, size, mod_cmdline in placed:
-        mod_cmd_pa = str_pa
-        str_pa = _write_cstring(ram, str_pa, mod_cmdline, 256)
+    for mod_pa, size, mod in placed:
+        mod_cmd_pa = 0                      # as QEMU: a PVH module gets a command line only if it has args
+        if mod.args:
+            mod_cmd_pa = str_pa
+            str_pa = _write_cstring(ram, str_pa, mod.args, 256)
         modlist += struct.pack("<QQQQ", mod_pa, size, mod_cmd_pa, 0)
     ram.write(layout.BOOT_MODLIST_PA, modlist)
     entries = e820_map(ram.size)

@@ -193,10 +193,19 @@ class Machine:
             devices["ata0-control"] = (layout.ATA_PRIMARY_CTRL_PORT, 1, self.disk.control)
         for name, (port, size, device) in devices.items():
             self.ports.attach(port, size, device, name)
-        for base, device, name in ((layout.LAPIC_BASE, self.lapic, "lapic"), (layout.IOAPIC_BASE, self.ioapic, "ioapic")):
+        mmio_devices = ((layout.IOAPIC_BASE, _Watched(self.ioapic, changed), "ioapic"),
+                        (layout.LAPIC_BASE, _Watched(self.lapic, changed), "lapic"))
+        for base, device, name in mmio_devices:
             self.mmio.attach(base, layout.MMIO_PAGE, device, name)
-            window = _MmioWindow(self.vcpu, base)
-            self.uc.mmio_map(base, layout.MMIO_PAGE, window.read, None, window.write, None)
+        # The whole device window goes through the MMIO bus: pages no device claims read as all ones
+        # and are logged, as unknown ports are. Only addresses outside RAM and this window are fatal.
+        start = layout.DEVICE_WINDOW_START
+        for base, _device, _name in mmio_devices + ((layout.DEVICE_WINDOW_END, None, ""),):
+            for lo, hi in ((start, base), (base, base + layout.MMIO_PAGE)):
+                if hi > lo and lo < layout.DEVICE_WINDOW_END:
+                    window = _MmioWindow(self.vcpu, lo)
+                    self.uc.mmio_map(lo, hi - lo, window.read, None, window.write, None)
+            start = base + layout.MMIO_PAGE
         apply_seabios_state({name: dev for name, (_p, _s, dev) in devices.items()} | {"lapic": self.lapic})
         self.interrupts.changed()
 
