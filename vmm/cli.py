@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import logging
 import re
 import sys
@@ -21,6 +22,18 @@ def parse_size(text: str) -> int:
     if not m:
         raise argparse.ArgumentTypeError(f"{text!r} is not a size; write e.g. 128M or 1G")
     return int(m.group(1)) * SIZE_UNITS[m.group(2).upper()] * (1 if m.group(2) else 1 << 20)
+
+
+def positive_number(kind):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not value > 0 or value == float("inf"):
+            raise argparse.ArgumentTypeError(f"{text!r} must be a finite number above 0")
+        return value
+    return parse
 
 
 def parse_module(text: str) -> Module:
@@ -46,16 +59,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help='boot module "FILE [ARGS]" (repeatable; QEMU\'s -initrd entries, one per option)')
     r.add_argument("--serial", metavar="FILE", help="write the guest's COM1 output to FILE instead of stdout")
     r.add_argument("--trace", help="write every guest event (port I/O, MMIO, interrupts, exceptions) as JSON lines")
-    r.add_argument("--max-insns", type=int, help="stop after this many guest instructions (counting slows the run)")
-    r.add_argument("--timeout", type=float, help="stop after this many host seconds")
+    r.add_argument("--max-insns", type=positive_number(int), help="stop after this many guest instructions (counting slows the run)")
+    r.add_argument("--timeout", type=positive_number(float), help="stop after this many host seconds")
     r.add_argument("--stats", action="store_true", help="print exit counts and guest time to stderr")
     r.add_argument("-v", "--verbose", action="store_true", help="log unassigned ports and device oddities")
     return ap
 
 
 def _write_console(chunk: bytes) -> None:
-    sys.stdout.buffer.write(chunk)
-    sys.stdout.buffer.flush()
+    try:
+        sys.stdout.buffer.write(chunk)
+        sys.stdout.buffer.flush()
+    except BrokenPipeError:           # the reader went away (`| head`): the run goes on, unprinted
+        sys.stdout = open(os.devnull, "w")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -175,6 +175,12 @@ class Cpu:
     def protected_mode(self) -> bool:
         return bool(self.uc.reg_read(X.UC_X86_REG_CR0) & CR0_PE)
 
+    def segment_base(self, name: str) -> int:
+        """The base address held in a segment register's descriptor cache."""
+        ctx = self.uc.context_save()
+        off = self._segments.segs + SEGMENT_INDEX[name] * self._segments.stride + 8
+        return struct.unpack("<Q", ctypes.string_at(ctx.context.value + off, 8))[0]
+
     def code_bits(self) -> int:
         """16, 32 or 64: the operand-size default of the code segment the CPU is executing."""
         ctx = self.uc.context_save()

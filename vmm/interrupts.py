@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from unicorn import x86_const as X
 
-from .cpu import EFLAGS_IF, EFLAGS_NT, EFLAGS_RF, EFLAGS_TF, EFLAGS_VM, Cpu
+from .cpu import EFLAGS_IF, EFLAGS_NT, EFLAGS_RF, EFLAGS_TF, EFLAGS_VM, Cpu, descriptor_fields
 from .errors import GuestError, TripleFault
 from .memory import LinearMemory, PageFault
 
@@ -53,25 +53,29 @@ def vector_name(vector: int) -> str:
 
 def deliver(cpu: Cpu, mem_factory, event: Event) -> None:
     """Deliver `event`, escalating to #DF and to a triple fault under the architecture's rules."""
-    first = event
-    try:
-        _deliver_once(cpu, mem_factory(), event)
-        return
-    except _DeliveryFault as exc:
-        second = exc.event
-    if first.vector == DF:
-        raise TripleFault(f"triple fault: delivering #DF raised {second.describe()}")
-    if first.kind is EventKind.SOFTWARE:
-        cpu.pc -= first.insn_len      # a fault raised by an INT n instruction is reported at the INT itself
-    benign_pair = first.kind is not EventKind.EXCEPTION or not (
-        (first.vector in CONTRIBUTORY and second.vector in CONTRIBUTORY)
-        or (first.vector == PF and (second.vector in CONTRIBUTORY or second.vector == PF)))
-    retry = second if benign_pair else Event(DF, EventKind.EXCEPTION, 0)
-    try:
-        _deliver_once(cpu, mem_factory(), retry)
-    except _DeliveryFault as exc:
-        raise TripleFault(f"triple fault: {first.describe()} raised {second.describe()}, "
-                          f"whose delivery raised {exc.event.describe()}") from None
+    current, history = event, [event]
+    while True:
+        try:
+            _deliver_once(cpu, mem_factory(), current)
+            return
+        except _DeliveryFault as exc:
+            raised = exc.event
+        history.append(raised)
+        if current.vector == DF and current.kind is EventKind.EXCEPTION:
+            chain = " raised ".join(e.describe() for e in history)
+            raise TripleFault(f"triple fault: {chain}") from None
+        if current.kind is EventKind.SOFTWARE:
+            cpu.pc -= current.insn_len    # a fault raised by an INT n instruction is reported at the INT itself
+        double = current.kind is not EventKind.SOFTWARE and (
+            (current.vector in CONTRIBUTORY and raised.vector in CONTRIBUTORY)
+            or (current.vector == PF and (raised.vector in CONTRIBUTORY or raised.vector == PF)))
+        current = Event(DF, EventKind.EXCEPTION, 0) if double else raised
+
+
+def _page_fault(cpu: Cpu, pf: PageFault) -> _DeliveryFault:
+    """A not-present page met by the CPU's own (supervisor) accesses while delivering: CR2 and #PF."""
+    cpu.uc.reg_write(X.UC_X86_REG_CR2, pf.va)
+    return _DeliveryFault(Event(PF, EventKind.EXCEPTION, 0x2 if pf.write else 0x0))
 
 
 def _ext(event: Event) -> int:
@@ -87,7 +91,7 @@ def _read_descriptor(cpu: Cpu, mem: LinearMemory, selector: int, event: Event) -
     try:
         low, high = struct.unpack("<II", mem.read(base + index, 8))
     except PageFault as pf:
-        raise _DeliveryFault(Event(PF, EventKind.EXCEPTION, 0)) from pf
+        raise _page_fault(cpu, pf) from pf
     return low, high
 
 
@@ -103,7 +107,7 @@ def _deliver_once(cpu: Cpu, mem: LinearMemory, event: Event) -> None:
     try:
         raw = mem.read(idt_base + event.vector * entry_size, entry_size)
     except PageFault as pf:
-        raise _DeliveryFault(Event(PF, EventKind.EXCEPTION, 0)) from pf
+        raise _page_fault(cpu, pf) from pf
     off_lo, selector, ist, type_attr, off_mid = struct.unpack_from("<HHBBH", raw)
     gate_type, gate_dpl, present = type_attr & 0xF, (type_attr >> 5) & 3, type_attr >> 7
     target = off_lo | (off_mid << 16)
@@ -149,7 +153,7 @@ def _deliver_once(cpu: Cpu, mem: LinearMemory, event: Event) -> None:
         try:
             return int.from_bytes(mem.read(tss_base + offset, size), "little")
         except PageFault as pf:
-            raise _DeliveryFault(Event(PF, EventKind.EXCEPTION, 0)) from pf
+            raise _page_fault(cpu, pf) from pf
 
     if long_mode:
         if ist:
@@ -165,26 +169,10 @@ def _deliver_once(cpu: Cpu, mem: LinearMemory, event: Event) -> None:
     else:
         wide = gate_type in (GATE_INTERRUPT_32, GATE_TRAP_32)
         size, fmt = (4, "<I") if wide else (2, "<H")
+        loads = {}
         if new_cpl < cpl:
             new_sp = tss_read(4 + 8 * new_cpl, 4)
             new_ss = tss_read(8 + 8 * new_cpl, 2)
-            frame = [old_ss, old_sp, old_flags, old_cs, old_ip]
-        else:
-            new_sp, new_ss = old_sp & 0xFFFFFFFF, old_ss
-            frame = [old_flags, old_cs, old_ip]
-        frame += [error] if has_error else []
-        blob = b"".join(struct.pack(fmt, v & ((1 << (8 * size)) - 1)) for v in reversed(frame))
-    new_sp -= len(blob)
-    try:
-        mem.write(new_sp, blob)
-    except PageFault as pf:
-        raise _DeliveryFault(Event(PF if long_mode or new_cpl == cpl else TS, EventKind.EXCEPTION, 0)) from pf
-
-    loads = {"cs": ((selector & 0xFFFC) | new_cpl, cs_low, cs_high)}
-    if new_cpl < cpl:
-        if long_mode:
-            loads["ss"] = (new_cpl, 0, new_cpl << 13)          # a null SS carrying the new CPL
-        else:
             ss_low, ss_high = _read_descriptor(cpu, mem, new_ss, event)
             writable_data = (ss_high >> 9) & 0x7 in (1, 3) and (ss_high >> 12) & 1 and not (ss_high >> 11) & 1
             if (new_ss & 3) != new_cpl or (ss_high >> 13) & 3 != new_cpl or not writable_data:
@@ -192,6 +180,23 @@ def _deliver_once(cpu: Cpu, mem: LinearMemory, event: Event) -> None:
             if not (ss_high >> 15) & 1:
                 raise _DeliveryFault(Event(SS, EventKind.EXCEPTION, (new_ss & 0xFFFC) | _ext(event)))
             loads["ss"] = (new_ss, ss_low, ss_high)
+            ss_base = descriptor_fields(ss_low, ss_high)[0]
+            frame = [old_ss, old_sp, old_flags, old_cs, old_ip]
+        else:
+            new_sp, new_ss = old_sp & 0xFFFFFFFF, old_ss
+            ss_base = cpu.segment_base("ss")
+            frame = [old_flags, old_cs, old_ip]
+        frame += [error] if has_error else []
+        blob = b"".join(struct.pack(fmt, v & ((1 << (8 * size)) - 1)) for v in reversed(frame))
+    new_sp -= len(blob)
+    try:
+        mem.write(new_sp if long_mode else (ss_base + new_sp) & 0xFFFFFFFF, blob)
+    except PageFault as pf:
+        raise _page_fault(cpu, PageFault(pf.va, True)) from pf
+
+    if long_mode:
+        loads = {"ss": (new_cpl, 0, new_cpl << 13)} if new_cpl < cpl else {}   # a null SS carrying the new CPL
+    loads["cs"] = ((selector & 0xFFFC) | new_cpl, cs_low, cs_high)
     cpu.load_segment_caches(loads)
     cpu.sp = new_sp
     flags = old_flags & ~(EFLAGS_TF | EFLAGS_NT | EFLAGS_RF | EFLAGS_VM)

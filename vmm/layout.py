@@ -19,7 +19,8 @@ BOOT_GDT_PA = 0x6000
 BOOT_INFO_PA = 0x7000                  # hvm_start_info / multiboot_info
 BOOT_MMAP_PA = 0x7400                  # memory map entries
 BOOT_CMDLINE_PA = 0x7800               # command line, NUL-terminated (up to 2 KiB)
-BOOT_MODLIST_PA = 0x8000               # module list (multiboot) / modlist (PVH)
+BOOT_MODLIST_PA = 0x8000               # module list (multiboot) / modlist (PVH), then module arguments (PVH)
+MODLIST_BYTES = 0x400
 BOOT_DATA_START = BOOT_GDT_PA
 BOOT_DATA_END = 0x9000
 

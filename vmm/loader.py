@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import enum
+import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,6 +122,14 @@ def _load_segments(image: ElfImage, ram: GuestRam) -> int:
     return end
 
 
+def _entry_physical(image: ElfImage) -> int:
+    """e_entry is virtual; inside an executable segment linked high (vaddr != paddr), QEMU moves it to paddr."""
+    for seg in image.segments:
+        if seg.flags & 1 and seg.vaddr != seg.paddr and seg.vaddr <= image.entry_va < seg.vaddr + seg.file_size:
+            return image.entry_va - seg.vaddr + seg.paddr
+    return image.entry_va
+
+
 def _check_entry(image: ElfImage, entry_pa: int) -> None:
     for seg in image.segments:
         if seg.paddr <= entry_pa < seg.paddr + seg.file_size:
@@ -129,13 +138,14 @@ def _check_entry(image: ElfImage, entry_pa: int) -> None:
 
 
 def _place_modules(modules: tuple[Module, ...], ram: GuestRam, start: int) -> list[tuple[int, int, str]]:
-    placed, addr = [], (start + 0xFFF) & ~0xFFF
+    placed, addr = [], (max(start, layout.HIGH_RAM_START) + 0xFFF) & ~0xFFF
+    top = ram.size - layout.FIRMWARE_RESERVED_BYTES
     for mod in modules:
         try:
             blob = Path(mod.path).read_bytes()
         except OSError as exc:
             raise LoadError(f"module {mod.path}: cannot read it ({exc.strerror})") from exc
-        if addr + len(blob) > ram.size:
+        if addr + len(blob) > top:
             raise LoadError(f"module {mod.path}: {len(blob)} bytes do not fit in guest RAM; use a larger --mem")
         ram.write(addr, blob)
         placed.append((addr, len(blob), mod))
@@ -143,10 +153,18 @@ def _place_modules(modules: tuple[Module, ...], ram: GuestRam, start: int) -> li
     return placed
 
 
-def _write_cstring(ram: GuestRam, pa: int, text: str, limit: int) -> int:
-    raw = text.encode() + b"\0"
-    if len(raw) > limit:
-        raise LoadError(f"command line too long ({len(raw)} bytes, at most {limit})")
+def _write_modlist(ram: GuestRam, modlist: bytes) -> None:
+    if len(modlist) > layout.MODLIST_BYTES:
+        raise LoadError(f"too many boot modules ({len(modlist)} bytes of module list, at most {layout.MODLIST_BYTES})")
+    ram.write(layout.BOOT_MODLIST_PA, modlist)
+
+
+def _write_cstring(ram: GuestRam, pa: int, text: str, end_pa: int) -> int:
+    """Write a NUL-terminated string (bytes as the OS gave them) that must end before `end_pa`."""
+    raw = os.fsencode(text) + b"\0"
+    if pa + len(raw) > end_pa:
+        raise LoadError(f"boot strings too long: {text[:40]!r}... does not fit in the {end_pa - pa} bytes left "
+                        "for command lines; shorten the command line or module arguments")
     ram.write(pa, raw)
     return pa + len(raw)
 
@@ -158,18 +176,19 @@ def _load_multiboot(image: ElfImage, header_off: int, ram: GuestRam, cmdline: st
         raise LoadError(f"{image.path}: multiboot a.out-kludge layout (flag bit 16) is not supported; "
                         "let the loader use the ELF program headers (clear bit 16)")
     end = _load_segments(image, ram)
-    _check_entry(image, image.entry_va)
+    entry_pa = _entry_physical(image)
+    _check_entry(image, entry_pa)
     # QEMU passes "<kernel path> <append>" as the multiboot command line.
-    str_pa = _write_cstring(ram, layout.BOOT_CMDLINE_PA, f"{image.path} {cmdline}", 1024)
+    str_pa = _write_cstring(ram, layout.BOOT_CMDLINE_PA, f"{image.path} {cmdline}", layout.BOOT_MODLIST_PA)
     loader_name_pa = str_pa
-    str_pa = _write_cstring(ram, str_pa, "qemu", 64)
+    str_pa = _write_cstring(ram, str_pa, "qemu", layout.BOOT_MODLIST_PA)
     placed = _place_modules(modules, ram, end)
     modlist = b""
     for mod_pa, size, mod in placed:
         mod_cmd_pa = str_pa
-        str_pa = _write_cstring(ram, str_pa, mod.spec, 256)
+        str_pa = _write_cstring(ram, str_pa, mod.spec, layout.BOOT_MODLIST_PA)
         modlist += struct.pack("<IIII", mod_pa, mod_pa + size, mod_cmd_pa, 0)
-    ram.write(layout.BOOT_MODLIST_PA, modlist)
+    _write_modlist(ram, modlist)
     mmap = b"".join(struct.pack("<IQQI", 20, base, length, kind) for base, length, kind in e820_map(ram.size))
     ram.write(layout.BOOT_MMAP_PA, mmap)
     mem_upper_kib = (ram.size - layout.FIRMWARE_RESERVED_BYTES - layout.HIGH_RAM_START) // 1024
@@ -178,7 +197,7 @@ def _load_multiboot(image: ElfImage, header_off: int, ram: GuestRam, cmdline: st
                       layout.BOOT_CMDLINE_PA, len(placed), layout.BOOT_MODLIST_PA, bytes(16),
                       len(mmap), layout.BOOT_MMAP_PA, 0, 0, 0, loader_name_pa)
     ram.write(layout.BOOT_INFO_PA, mbi)
-    return BootRecord(BootProtocol.MULTIBOOT1, image.entry_va, MB1_BOOT_MAGIC, layout.BOOT_INFO_PA, image, end,
+    return BootRecord(BootProtocol.MULTIBOOT1, entry_pa, MB1_BOOT_MAGIC, layout.BOOT_INFO_PA, image, end,
                       layout.BOOT_INFO_PA)
 
 
@@ -191,17 +210,17 @@ def _load_pvh(image: ElfImage, desc: bytes, ram: GuestRam, cmdline: str, modules
     cmdline_pa = 0
     if cmdline:
         cmdline_pa = layout.BOOT_CMDLINE_PA
-        _write_cstring(ram, cmdline_pa, cmdline, 2048)
+        _write_cstring(ram, cmdline_pa, cmdline, layout.BOOT_MODLIST_PA)
     placed = _place_modules(modules, ram, end)
-    str_pa = layout.BOOT_MODLIST_PA + 0x400
+    str_pa = layout.BOOT_MODLIST_PA + layout.MODLIST_BYTES
     modlist = b""
     for mod_pa, size, mod in placed:
         mod_cmd_pa = 0                      # as QEMU: a PVH module gets a command line only if it has args
         if mod.args:
             mod_cmd_pa = str_pa
-            str_pa = _write_cstring(ram, str_pa, mod.args, 256)
+            str_pa = _write_cstring(ram, str_pa, mod.args, layout.BOOT_DATA_END)
         modlist += struct.pack("<QQQQ", mod_pa, size, mod_cmd_pa, 0)
-    ram.write(layout.BOOT_MODLIST_PA, modlist)
+    _write_modlist(ram, modlist)
     entries = e820_map(ram.size)
     ram.write(layout.BOOT_MMAP_PA, b"".join(struct.pack("<QQII", b, n, k, 0) for b, n, k in entries))
     start_info = struct.pack("<IIIIQQQQII", PVH_START_MAGIC, 1, 0, len(placed),

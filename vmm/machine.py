@@ -233,5 +233,13 @@ class Machine:
         self.vcpu.run(limits)
 
     def close(self) -> None:
+        """Release the disk, the engine and guest RAM (in that order: the engine executes from that RAM)."""
         if self.disk is not None:
             self.disk.close()
+            self.disk = None
+        if self.uc is not None:
+            # Close the engine now rather than at garbage collection (hook closures form cycles, so a
+            # run's engine and RAM would otherwise outlive it): the binding's own finalizer, run once.
+            getattr(self.uc, "_Uc__finalizer", lambda: None)()
+            self.uc = self.cpu.uc = self.vcpu.uc = None
+            self.ram.close()

@@ -66,9 +66,10 @@ class GuestRam:
         return struct.unpack("<Q", self.read(pa, 8))[0]
 
     def close(self) -> None:
-        # The ctypes view pins the mapping; drop our references and let the mapping be collected.
+        """Unmap guest RAM; no engine may still execute from it."""
         self.view.release()
-        del self._ctype
+        del self._ctype                      # the ctypes view pins the mapping: drop it first
+        self._map.close()
 
 
 def translate(ram: GuestRam, paging: PagingState, va: int, write: bool = False) -> int:

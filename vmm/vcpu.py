@@ -15,7 +15,7 @@ from unicorn import x86_const as X
 from .bus import Bus
 from .clock import VirtualClock
 from .cpu import Cpu
-from .errors import GuestError, GuestHalted, LimitExceeded, OutsideRam
+from .errors import GuestError, GuestHalted, LimitExceeded, OutsideRam, VmmError
 from .interrupts import GP, PF, UD, VECTORS_WITH_ERROR_CODE, Event, EventKind, deliver
 from .insncount import BlockCounter
 from .memory import GuestRam, LinearMemory, PageFault, translate
@@ -90,6 +90,7 @@ class Vcpu:
         # outside ring 0 (checking CPL on every exit of a ring-0-only guest would double its cost).
         self._user_mode_seen = False
         self._denied_io = None
+        self._stop_requested = False            # a hook asked the slice to end (so it was no hlt)
         self._outside: str | None = None
         self._hooks_installed = False
 
@@ -101,6 +102,7 @@ class Vcpu:
     def request_exit(self, status: int) -> None:
         """A device (isa-debug-exit) ends the run with this status, after the current instruction."""
         self.exit_status = status
+        self._stop_requested = True
         self.uc.emu_stop()
 
     # --- hooks ---------------------------------------------------------------------------------------
@@ -124,8 +126,11 @@ class Vcpu:
         error_code, is_int = self.cpu.pending_exception()
         if intno == PF:
             self._fault_cr2 = uc.reg_read(X.UC_X86_REG_CR2)
-        if is_int:
-            self._event = Event(intno, EventKind.SOFTWARE, insn_len=self._int_length(intno))
+        length = self._int_length(intno) if is_int else 0
+        if is_int and not (intno == 1 and length == 1):    # INT1 (ICEBP) is a #DB trap: no DPL check
+            self._event = Event(intno, EventKind.SOFTWARE, insn_len=length)
+        elif is_int:
+            self._event = Event(intno, EventKind.EXCEPTION)
         else:
             self._event = Event(intno, EventKind.EXCEPTION,
                                 error_code if intno in VECTORS_WITH_ERROR_CODE else None)
@@ -151,6 +156,7 @@ class Vcpu:
         if timers_fired:
             self.interrupts.changed()
         if self.exit_status is not None or (self.interrupts.pending() and self.cpu.interrupts_enabled()):
+            self._stop_requested = True
             self.uc.emu_stop()
 
     def _io_permitted(self, port: int, size: int) -> bool:
@@ -162,7 +168,7 @@ class Vcpu:
         try:
             mem = LinearMemory(self.ram, self.cpu.paging())
             bitmap = int.from_bytes(mem.read(tss_base + 0x66, 2), "little")
-            if tss_limit < 0x67 or bitmap + (port + size - 1) // 8 > tss_limit:
+            if tss_limit < 0x67 or bitmap + (port + size - 1) // 8 + 1 > tss_limit:   # the CPU reads 2 bytes
                 return False
             bits = int.from_bytes(mem.read(tss_base + bitmap + port // 8, 2), "little")
         except (PageFault, OutsideRam):
@@ -179,12 +185,15 @@ class Vcpu:
             if fired:
                 interrupts.changed()
             if self.exit_status is not None or (interrupts.pending() and cpu.interrupts_enabled()):
+                self._stop_requested = True
                 stop()
 
         def denied(port: int, size: int) -> bool:
             if not self._user_mode_seen or self._io_permitted(port, size):
                 return False
-            self._denied_io = uc.context_save()      # the CPU as it was at the I/O instruction
+            if self._denied_io is None:
+                self._denied_io = uc.context_save()  # the CPU as it was at the first denied instruction
+            self._stop_requested = True
             stop()
             return True
 
@@ -289,6 +298,7 @@ class Vcpu:
                     raise LimitExceeded(f"time limit of {limits.timeout_s:g} s reached at {self._where()}")
                 timeout_us = max(1, int(left * 1e6))
             self._event = None
+            self._stop_requested = False
             pc = self.cpu.pc
             guest_cr2 = self.uc.reg_read(X.UC_X86_REG_CR2)
             try:
@@ -297,6 +307,11 @@ class Vcpu:
                 if self._outside:
                     raise OutsideRam(f"{self._outside} (near {self._where()})") from None
                 raise GuestError(f"the CPU stopped at {self._where()}: {exc}") from None
+            except VmmError:
+                raise
+            except Exception as exc:          # raised by a hook and re-raised by the binding
+                raise GuestError(f"internal error while handling an exit at {self._where()}: "
+                                 f"{type(exc).__name__}: {exc}") from exc
             # Leaving emu_start, Unicorn probes the `until` address; a failed probe records a #PF in the
             # CPU's fault history (turning the guest's next real fault into #DF) and clobbers CR2.
             self.cpu.clear_fault_history()
@@ -304,7 +319,10 @@ class Vcpu:
                 self.uc.reg_write(X.UC_X86_REG_CR2, self._fault_cr2 if self._event and self._event.vector == PF
                                   else guest_cr2)
             if self._hook_error is not None:
-                raise self._hook_error
+                if isinstance(self._hook_error, VmmError):
+                    raise self._hook_error
+                raise GuestError(f"internal error while handling an exit at {self._where()}: "
+                                 f"{type(self._hook_error).__name__}: {self._hook_error}") from self._hook_error
             if self._denied_io is not None:
                 # The engine ran on to the end of the block: put the CPU back at the I/O instruction.
                 self.uc.context_restore(self._denied_io)
@@ -313,12 +331,16 @@ class Vcpu:
                 break
             if limits.max_instructions is not None and self._counter.count > limits.max_instructions:
                 raise LimitExceeded(f"instruction limit of {limits.max_instructions} reached at {self._where()}")
+            if self.cpu.cpl():
+                self._user_mode_seen = True
             if self._event is not None:
                 self._deliver(self._event)
-            elif self._stopped_at_hlt():
-                self._halt()
+            elif self._stop_requested:
+                pass                                  # an I/O exit opened an interrupt window
             elif limits.timeout_s is not None and time.monotonic() - started >= limits.timeout_s:
                 raise LimitExceeded(f"time limit of {limits.timeout_s:g} s reached at {self._where()}")
+            elif self._stopped_at_hlt():
+                self._halt()
             self._inject_external()
         if limits.max_instructions is not None:
             self.instructions = self._counter.count
@@ -362,6 +384,7 @@ class Vcpu:
                 raise GuestHalted(f"the guest halted at {self._where(-1)} with interrupts enabled but no timer "
                                   "armed and no device pending: nothing can wake it")
             self.clock.advance_to(deadline)
+            self.interrupts.changed()
 
     def _where(self, delta: int = 0) -> str:
         return f"rip {self.cpu.pc + delta:#x}"
