@@ -79,7 +79,7 @@ class SegmentLayout:
 
 
 SEGMENT_INDEX = {"es": 0, "cs": 1, "ss": 2, "ds": 3, "fs": 4, "gs": 5}
-HF_CPL_MASK, HF_CS32, HF_SS32, HF_ADDSEG, HF_LMA, HF_CS64 = 3, 1 << 4, 1 << 5, 1 << 6, 1 << 14, 1 << 15
+HF_CPL_MASK, HF_INHIBIT_IRQ, HF_CS32, HF_SS32, HF_ADDSEG, HF_LMA, HF_CS64 = 3, 1 << 3, 1 << 4, 1 << 5, 1 << 6, 1 << 14, 1 << 15
 DESC_B, DESC_L, DESC_G = 1 << 22, 1 << 21, 1 << 23
 
 
@@ -180,6 +180,12 @@ class Cpu:
         ctx = self.uc.context_save()
         off = self._segments.segs + SEGMENT_INDEX[name] * self._segments.stride + 8
         return struct.unpack("<Q", ctypes.string_at(ctx.context.value + off, 8))[0]
+
+    def interrupt_shadow(self) -> bool:
+        """True right after STI or MOV SS: the CPU takes no interrupt before the next instruction."""
+        ctx = self.uc.context_save()
+        return bool(struct.unpack_from("<I", ctypes.string_at(ctx.context.value + self._segments.hflags, 4))[0]
+                    & HF_INHIBIT_IRQ)
 
     def code_bits(self) -> int:
         """16, 32 or 64: the operand-size default of the code segment the CPU is executing."""

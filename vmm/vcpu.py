@@ -91,6 +91,7 @@ class Vcpu:
         self._user_mode_seen = False
         self._denied_io = None
         self._stop_requested = False            # a hook asked the slice to end (so it was no hlt)
+        self._if_watch: int | None = None       # the block hook armed while an interrupt waits for IF
         self._outside: str | None = None
         self._hooks_installed = False
 
@@ -155,9 +156,9 @@ class Vcpu:
         """After an I/O exit: stop the slice if the guest asked to exit or an interrupt can be taken."""
         if timers_fired:
             self.interrupts.changed()
-        if self.exit_status is not None or (self.interrupts.pending() and self.cpu.interrupts_enabled()):
-            self._stop_requested = True
-            self.uc.emu_stop()
+        if self.exit_status is not None or (self.interrupts.pending() and (self._if_watch is None
+                                                                           or self.cpu.interrupts_enabled())):
+            self._request_stop()
 
     def _io_permitted(self, port: int, size: int) -> bool:
         """Protected-mode I/O permission (IOPL, then the TSS I/O bitmap), which Unicorn does not check."""
@@ -184,9 +185,10 @@ class Vcpu:
         def finish(fired: bool) -> None:
             if fired:
                 interrupts.changed()
-            if self.exit_status is not None or (interrupts.pending() and cpu.interrupts_enabled()):
-                self._stop_requested = True
-                stop()
+            # Stop to take a pending interrupt, or (once) to start watching for IF if it waits for it.
+            if self.exit_status is not None or (interrupts.pending() and (self._if_watch is None
+                                                                          or cpu.interrupts_enabled())):
+                self._request_stop()
 
         def denied(port: int, size: int) -> bool:
             if not self._user_mode_seen or self._io_permitted(port, size):
@@ -244,6 +246,33 @@ class Vcpu:
 
         return IN_CFUNC(on_in), OUT_CFUNC(on_out)
 
+    def _request_stop(self) -> None:
+        """End the slice after the current instruction, but never inside a REP INS/OUTS.
+
+        Stopped from its port hook, Unicorn replays the current iteration of a string I/O instruction
+        when it resumes, so the device would see that access twice; the stop waits for an I/O exit
+        outside the string instruction (a guest polls a status port after a transfer) or its block end.
+        """
+        if self.exit_status is None and self._in_string_io():
+            return
+        self._stop_requested = True
+        self.uc.emu_stop()
+
+    def _in_string_io(self) -> bool:
+        try:
+            code = LinearMemory(self.ram, self.cpu.paging()).read(self.cpu.pc, 6)
+        except (PageFault, OutsideRam):
+            return False
+        rep = False
+        for byte in code:
+            if byte in (0xF2, 0xF3):
+                rep = True
+            elif byte in (0x66, 0x67, 0x26, 0x2E, 0x36, 0x3E, 0x64, 0x65) or 0x40 <= byte <= 0x4F:
+                continue
+            else:
+                return rep and byte in (0x6C, 0x6D, 0x6E, 0x6F)
+        return False
+
     def mmio_read(self, base: int, offset: int, size: int) -> int:
         self.exits[Exit.MMIO.value] += 1
         self.clock.tick(self.io_cost_ns)
@@ -297,36 +326,7 @@ class Vcpu:
                 if left <= 0:
                     raise LimitExceeded(f"time limit of {limits.timeout_s:g} s reached at {self._where()}")
                 timeout_us = max(1, int(left * 1e6))
-            self._event = None
-            self._stop_requested = False
-            pc = self.cpu.pc
-            guest_cr2 = self.uc.reg_read(X.UC_X86_REG_CR2)
-            try:
-                self.uc.emu_start(pc, NEVER_REACHED, timeout=timeout_us)
-            except UcError as exc:
-                if self._outside:
-                    raise OutsideRam(f"{self._outside} (near {self._where()})") from None
-                raise GuestError(f"the CPU stopped at {self._where()}: {exc}") from None
-            except VmmError:
-                raise
-            except Exception as exc:          # raised by a hook and re-raised by the binding
-                raise GuestError(f"internal error while handling an exit at {self._where()}: "
-                                 f"{type(exc).__name__}: {exc}") from exc
-            # Leaving emu_start, Unicorn probes the `until` address; a failed probe records a #PF in the
-            # CPU's fault history (turning the guest's next real fault into #DF) and clobbers CR2.
-            self.cpu.clear_fault_history()
-            if self.uc.reg_read(X.UC_X86_REG_CR2) in VMM_CR2_ARTEFACTS:
-                self.uc.reg_write(X.UC_X86_REG_CR2, self._fault_cr2 if self._event and self._event.vector == PF
-                                  else guest_cr2)
-            if self._hook_error is not None:
-                if isinstance(self._hook_error, VmmError):
-                    raise self._hook_error
-                raise GuestError(f"internal error while handling an exit at {self._where()}: "
-                                 f"{type(self._hook_error).__name__}: {self._hook_error}") from self._hook_error
-            if self._denied_io is not None:
-                # The engine ran on to the end of the block: put the CPU back at the I/O instruction.
-                self.uc.context_restore(self._denied_io)
-                self._denied_io, self._event = None, Event(GP, EventKind.EXCEPTION, 0)
+            self._slice(timeout_us=timeout_us)
             if self.exit_status is not None:
                 break
             if limits.max_instructions is not None and self._counter.count > limits.max_instructions:
@@ -336,14 +336,89 @@ class Vcpu:
             if self._event is not None:
                 self._deliver(self._event)
             elif self._stop_requested:
-                pass                                  # an I/O exit opened an interrupt window
+                pass                                  # an exit opened an interrupt window
             elif limits.timeout_s is not None and time.monotonic() - started >= limits.timeout_s:
                 raise LimitExceeded(f"time limit of {limits.timeout_s:g} s reached at {self._where()}")
             elif self._stopped_at_hlt():
                 self._halt()
-            self._inject_external()
+            self._take_interrupt()
+        self._disarm_if_watch()
         if limits.max_instructions is not None:
             self.instructions = self._counter.count
+
+    def _slice(self, timeout_us: int = 0, count: int = 0) -> None:
+        """One emu_start, and the repairs its return needs; leaves the reason in _event/_stop_requested."""
+        self._event = None
+        self._stop_requested = False
+        pc = self.cpu.pc
+        guest_cr2 = self.uc.reg_read(X.UC_X86_REG_CR2)
+        try:
+            self.uc.emu_start(pc, NEVER_REACHED, timeout=timeout_us, count=count)
+        except UcError as exc:
+            if self._outside:
+                raise OutsideRam(f"{self._outside} (near {self._where()})") from None
+            raise GuestError(f"the CPU stopped at {self._where()}: {exc}") from None
+        except VmmError:
+            raise
+        except Exception as exc:          # raised by a hook and re-raised by the binding
+            raise GuestError(f"internal error while handling an exit at {self._where()}: "
+                             f"{type(exc).__name__}: {exc}") from exc
+        # Leaving emu_start, Unicorn probes the `until` address; a failed probe records a #PF in the
+        # CPU's fault history (turning the guest's next real fault into #DF) and clobbers CR2.
+        self.cpu.clear_fault_history()
+        if self.uc.reg_read(X.UC_X86_REG_CR2) in VMM_CR2_ARTEFACTS:
+            self.uc.reg_write(X.UC_X86_REG_CR2, self._fault_cr2 if self._event and self._event.vector == PF
+                              else guest_cr2)
+        if self._hook_error is not None:
+            if isinstance(self._hook_error, VmmError):
+                raise self._hook_error
+            raise GuestError(f"internal error while handling an exit at {self._where()}: "
+                             f"{type(self._hook_error).__name__}: {self._hook_error}") from self._hook_error
+        if self._denied_io is not None:
+            # The engine ran on to the end of the block: put the CPU back at the I/O instruction.
+            self.uc.context_restore(self._denied_io)
+            self._denied_io, self._event = None, Event(GP, EventKind.EXCEPTION, 0)
+
+    def _take_interrupt(self) -> None:
+        """Deliver a pending interrupt if the guest accepts one now; else watch for the moment it does."""
+        if self.exit_status is not None or not self.interrupts.pending():
+            self._disarm_if_watch()
+            return
+        if not self.cpu.interrupts_enabled():
+            self._arm_if_watch()
+            return
+        if self.cpu.interrupt_shadow():
+            # STI / MOV SS: the next instruction runs before any interrupt (`sti; hlt` wakes from hlt)
+            self._slice(count=1)
+            if self._event is not None:
+                self._deliver(self._event)
+                return
+        vector = self.interrupts.acknowledge()
+        if vector is not None:
+            self._deliver(Event(vector, EventKind.EXTERNAL))
+        if not self.interrupts.pending():
+            self._disarm_if_watch()
+
+    def _arm_if_watch(self) -> None:
+        """An interrupt waits for IF: check IF at every block start until the guest sets it.
+
+        STI, POPF and IRET each end a translation block, so the next block start is the first point
+        the interrupt can be taken. Costly (a hook on every block), so only while one is waiting.
+        """
+        if self._if_watch is None:
+            self._if_watch = self.uc.hook_add(UC_HOOK_BLOCK, self._on_block_if_watch)
+            self.uc.ctl_flush_tb()                # blocks translated before the hook would not call it
+
+    def _disarm_if_watch(self) -> None:
+        if self._if_watch is not None:
+            self.uc.hook_del(self._if_watch)
+            self.uc.ctl_flush_tb()
+            self._if_watch = None
+
+    def _on_block_if_watch(self, uc, address: int, size: int, _ud) -> None:
+        if self.cpu.interrupts_enabled():
+            self._stop_requested = True
+            uc.emu_stop()                         # before this block runs
 
     def _linear(self) -> LinearMemory:
         return LinearMemory(self.ram, self.cpu.paging())
@@ -356,12 +431,6 @@ class Vcpu:
         if self.trace:
             self.trace(kind.value, vector=event.vector, error_code=event.error_code, rip=self.cpu.pc)
         deliver(self.cpu, self._linear, event)
-
-    def _inject_external(self) -> None:
-        if self.exit_status is None and self.cpu.interrupts_enabled() and self.interrupts.pending():
-            vector = self.interrupts.acknowledge()
-            if vector is not None:
-                self._deliver(Event(vector, EventKind.EXTERNAL))
 
     def _stopped_at_hlt(self) -> bool:
         try:
