@@ -22,6 +22,7 @@ from .memory import GuestRam, LinearMemory, PageFault, translate
 from .rawhooks import IN_CFUNC, OUT_CFUNC, add_insn_hook
 
 HLT_OPCODE = 0xF4
+IF_WATCH_BLOCKS = 100_000                # blocks to watch for IF before waiting for an exit instead
 NEVER_REACHED = 0xFFFF_FFFF_FFFF_FFF0   # `until` address for emu_start: a non-canonical address
 # When emu_start returns, Unicorn 2.1.4 leaves CR2 = until - 1 (a failed probe of that address): the
 # loop puts the guest's own CR2 back when it finds one of these values.
@@ -92,6 +93,9 @@ class Vcpu:
         self._denied_io = None
         self._stop_requested = False            # a hook asked the slice to end (so it was no hlt)
         self._if_watch: int | None = None       # the block hook armed while an interrupt waits for IF
+        self._if_watch_blocks = 0
+        self._give_up_if_watch = False          # the block hook asks the loop to remove it
+        self._if_watch_given_up = False         # until the waiting interrupt is taken or withdrawn
         self._outside: str | None = None
         self._hooks_installed = False
 
@@ -156,8 +160,8 @@ class Vcpu:
         """After an I/O exit: stop the slice if the guest asked to exit or an interrupt can be taken."""
         if timers_fired:
             self.interrupts.changed()
-        if self.exit_status is not None or (self.interrupts.pending() and (self._if_watch is None
-                                                                           or self.cpu.interrupts_enabled())):
+        if self.exit_status is not None or (self.interrupts.pending() and (
+                (self._if_watch is None and not self._if_watch_given_up) or self.cpu.interrupts_enabled())):
             self._request_stop()
 
     def _io_permitted(self, port: int, size: int) -> bool:
@@ -186,8 +190,8 @@ class Vcpu:
             if fired:
                 interrupts.changed()
             # Stop to take a pending interrupt, or (once) to start watching for IF if it waits for it.
-            if self.exit_status is not None or (interrupts.pending() and (self._if_watch is None
-                                                                          or cpu.interrupts_enabled())):
+            if self.exit_status is not None or (interrupts.pending() and (
+                    (self._if_watch is None and not self._if_watch_given_up) or cpu.interrupts_enabled())):
                 self._request_stop()
 
         def denied(port: int, size: int) -> bool:
@@ -385,7 +389,11 @@ class Vcpu:
             self._disarm_if_watch()
             return
         if not self.cpu.interrupts_enabled():
-            self._arm_if_watch()
+            if self._give_up_if_watch:
+                self._give_up_if_watch = False
+                self._disarm_if_watch(give_up=True)
+            else:
+                self._arm_if_watch()
             return
         if self.cpu.interrupt_shadow():
             # STI / MOV SS: the next instruction runs before any interrupt (`sti; hlt` wakes from hlt)
@@ -403,13 +411,17 @@ class Vcpu:
         """An interrupt waits for IF: check IF at every block start until the guest sets it.
 
         STI, POPF and IRET each end a translation block, so the next block start is the first point
-        the interrupt can be taken. Costly (a hook on every block), so only while one is waiting.
+        the interrupt can be taken. A hook on every block is dear, so it is armed only while an
+        interrupt waits, and given up after IF_WATCH_BLOCKS blocks (a guest that runs with interrupts
+        off for that long, e.g. one that never enables them, then takes it at its next exit instead).
         """
-        if self._if_watch is None:
+        if self._if_watch is None and not self._if_watch_given_up:
+            self._if_watch_blocks = 0
             self._if_watch = self.uc.hook_add(UC_HOOK_BLOCK, self._on_block_if_watch)
             self.uc.ctl_flush_tb()                # blocks translated before the hook would not call it
 
-    def _disarm_if_watch(self) -> None:
+    def _disarm_if_watch(self, give_up: bool = False) -> None:
+        self._if_watch_given_up = give_up
         if self._if_watch is not None:
             self.uc.hook_del(self._if_watch)
             self.uc.ctl_flush_tb()
@@ -419,6 +431,12 @@ class Vcpu:
         if self.cpu.interrupts_enabled():
             self._stop_requested = True
             uc.emu_stop()                         # before this block runs
+            return
+        self._if_watch_blocks += 1
+        if self._if_watch_blocks >= IF_WATCH_BLOCKS:
+            self._give_up_if_watch = True
+            self._stop_requested = True
+            uc.emu_stop()
 
     def _linear(self) -> LinearMemory:
         return LinearMemory(self.ram, self.cpu.paging())
