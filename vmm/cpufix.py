@@ -2,7 +2,8 @@
 
 Unicorn is QEMU 5's CPU without a local APIC: `rdmsr`/`wrmsr` of IA32_APIC_BASE and
 IA32_MISC_ENABLE read 0 and are dropped, CR8 is not the APIC's TPR, `mov dr6/dr7` accepts
-values with bits 63:32 set (QEMU raises #GP), and `smsw r32` writes only 16 bits. At load the
+values with bits 63:32 set (QEMU raises #GP), `smsw r32` writes only 16 bits, and DR0-DR3/DR7
+arm no breakpoints (writes to them re-arm the VMM's watchpoints). At load the
 VMM finds every place such an instruction may start in the kernel's executable segments and puts
 a code hook on exactly that address (a hook ranged to one address costs nothing elsewhere); the
 hook decodes the instruction and either emulates it and skips it, raises the fault QEMU raises,
@@ -27,6 +28,7 @@ MSR_APIC_BASE = 0x1B
 MSR_MISC_ENABLE = 0x1A0
 MISC_ENABLE_FAST_STRINGS = 1          # what QEMU reports
 LAPIC_TPR = 0x80
+DR7_FIXED_ONES = 0x400
 
 
 def candidate_sites(image: ElfImage) -> list[int]:
@@ -41,7 +43,7 @@ def candidate_sites(image: ElfImage) -> list[int]:
             op, modrm = code[start + 1], code[start + 2]
             hit = (op in (0x30, 0x32)                                      # wrmsr, rdmsr
                    or (op in (0x20, 0x22) and (modrm >> 3) & 7 == 0)       # mov to/from cr0/cr8 (REX.R)
-                   or (op == 0x23 and (modrm >> 3) & 7 in (6, 7))          # mov to dr6/dr7
+                   or (op == 0x23 and (modrm >> 3) & 7 in (0, 1, 2, 3, 6, 7))   # mov to dr0-3, dr6, dr7
                    or (op == 0x01 and modrm >> 6 == 3 and (modrm >> 3) & 7 == 4))   # smsw reg
             if hit:
                 sites.update(seg.vaddr + start - back for back in (0, 1, 2) if start - back >= 0)
@@ -52,8 +54,10 @@ def candidate_sites(image: ElfImage) -> list[int]:
 class CpuFixups:
     """The code hooks that make Unicorn's CPU answer as QEMU's does for the instructions above."""
 
-    def __init__(self, cpu: Cpu, ram: GuestRam, lapic, raise_fault: Callable[[Event], None]) -> None:
+    def __init__(self, cpu: Cpu, ram: GuestRam, lapic, raise_fault: Callable[[Event], None],
+                 watchpoints) -> None:
         self.cpu = cpu
+        self.watchpoints = watchpoints
         self.ram = ram
         self.lapic = lapic
         self.raise_fault = raise_fault
@@ -129,6 +133,13 @@ class CpuFixups:
             self.raise_fault(Event(GP, EventKind.EXCEPTION, 0))
             uc.emu_stop()                             # stops before the instruction runs
             return False
+        if names[0] in ("dr0", "dr1", "dr2", "dr3", "dr7"):
+            value = uc.reg_read(self._reg(insn, src))
+            if not self.cpu.long_mode():
+                value &= 0xFFFFFFFF
+            uc.reg_write(self._reg(insn, dst), value | DR7_FIXED_ONES if names[0] == "dr7" else value)
+            self.watchpoints.rearm()
+            return True
         return False
 
     def _smsw(self, insn) -> bool:

@@ -224,7 +224,7 @@ class Machine:
         uc.reg_write(X.UC_X86_REG_EAX, record.eax)
         uc.reg_write(X.UC_X86_REG_EBX, record.ebx)
         uc.reg_write(X.UC_X86_REG_RIP, record.entry_pa)
-        self.fixups = CpuFixups(self.cpu, self.ram, self.lapic, self.vcpu.raise_fault)
+        self.fixups = CpuFixups(self.cpu, self.ram, self.lapic, self.vcpu.raise_fault, self.vcpu.watchpoints)
         self.fixups.install(candidate_sites(record.image))
         self.record = record
         return record

@@ -16,10 +16,11 @@ from .bus import Bus
 from .clock import VirtualClock
 from .cpu import Cpu
 from .errors import GuestError, GuestHalted, LimitExceeded, OutsideRam, VmmError
-from .interrupts import GP, PF, UD, VECTORS_WITH_ERROR_CODE, Event, EventKind, deliver
+from .interrupts import DB, GP, PF, UD, VECTORS_WITH_ERROR_CODE, Event, EventKind, deliver
 from .insncount import BlockCounter
 from .memory import GuestRam, LinearMemory, PageFault, translate
 from .rawhooks import IN_CFUNC, OUT_CFUNC, add_insn_hook
+from .watchpoints import Watchpoints
 
 HLT_OPCODE = 0xF4
 IF_WATCH_BLOCKS = 100_000                # blocks to watch for IF before waiting for an exit instead
@@ -94,6 +95,7 @@ class Vcpu:
         self._stop_requested = False            # a hook asked the slice to end (so it was no hlt)
         self._if_watch: int | None = None       # the block hook armed while an interrupt waits for IF
         self._if_watch_blocks = 0
+        self.watchpoints = Watchpoints(cpu, ram)
         self._give_up_if_watch = False          # the block hook asks the loop to remove it
         self._if_watch_given_up = False         # until the waiting interrupt is taken or withdrawn
         self._outside: str | None = None
@@ -361,7 +363,14 @@ class Vcpu:
         except UcError as exc:
             if self._outside:
                 raise OutsideRam(f"{self._outside} (near {self._where()})") from None
-            raise GuestError(f"the CPU stopped at {self._where()}: {exc}") from None
+            if self.watchpoints.hit_write is None:
+                raise GuestError(f"the CPU stopped at {self._where()}: {exc}") from None
+            hits = self.watchpoints.step_over(lambda: self._step_one())
+            if hits:                               # #DB trap after the writing instruction
+                dr6 = self.uc.reg_read(X.UC_X86_REG_DR6)
+                self.uc.reg_write(X.UC_X86_REG_DR6, (dr6 & ~0xF) | hits)
+                self._event = Event(DB, EventKind.EXCEPTION)
+            self._stop_requested = True
         except VmmError:
             raise
         except Exception as exc:          # raised by a hook and re-raised by the binding
@@ -383,6 +392,13 @@ class Vcpu:
             self.uc.context_restore(self._denied_io)
             self._denied_io, self._event = None, Event(GP, EventKind.EXCEPTION, 0)
 
+    def _step_one(self) -> None:
+        """Run exactly one instruction (the block cache is dropped around it so the count applies)."""
+        pc = self.cpu.pc
+        self.uc.ctl_remove_cache(pc, pc + 16)
+        self.uc.emu_start(pc, NEVER_REACHED, count=1)
+        self.uc.ctl_remove_cache(pc, pc + 16)
+
     def _take_interrupt(self) -> None:
         """Deliver a pending interrupt if the guest accepts one now; else watch for the moment it does."""
         if self.exit_status is not None or not self.interrupts.pending():
@@ -397,7 +413,10 @@ class Vcpu:
             return
         if self.cpu.interrupt_shadow():
             # STI / MOV SS: the next instruction runs before any interrupt (`sti; hlt` wakes from hlt)
+            pc = self.cpu.pc
+            self.uc.ctl_remove_cache(pc, pc + 16)     # blocks translated without the count would overrun
             self._slice(count=1)
+            self.uc.ctl_remove_cache(pc, pc + 16)
             if self._event is not None:
                 self._deliver(self._event)
                 return

@@ -993,9 +993,6 @@ static void sec_dr(void)
     __asm__ volatile(TRY(".byte 0x0f, 0x21, 0xe0") : : : "eax", "memory");
     res();
     wrcr4(cr4);
-#ifdef ZOO_DATA_BREAKPOINTS
-    /* Off by default: Unicorn implements no debug-register breakpoints and the VMM does not emulate
-     * them yet, so this probe would only show that known gap (QEMU: "#DB dr6=ffff0ff1 trap"). */
     /* A data breakpoint: dr0 = &watched, dr7 = L0 | RW0=write | LEN0=4 bytes. */
     wrdr0((uptr)&watched);
     wrdr7(0x000d0001);
@@ -1014,7 +1011,6 @@ static void sec_dr(void)
     wrdr2(0);
     wrdr3(0);
     printf("dr6 after handler cleared it -> " RF "\n", (u64)RDDR(6));
-#endif
 }
 
 /* ---------------------------------------------------------------- MSRs */
