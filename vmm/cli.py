@@ -7,7 +7,7 @@ import logging
 import re
 import sys
 
-from .errors import GuestError, VmmError
+from .errors import VmmError
 from .loader import Module
 from .machine import MachineConfig
 from .run import run
