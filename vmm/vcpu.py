@@ -31,7 +31,7 @@ VMM_CR2_ARTEFACTS = frozenset({NEVER_REACHED - 1, (NEVER_REACHED - 1) & 0xFFFFFF
 
 
 class Exit(enum.Enum):
-    """Why an emulation slice ended, and the exit counters' keys."""
+    """The kinds of exit the VMM counts (the keys of `RunResult.exits`)."""
 
     PIO = "pio"
     MMIO = "mmio"
@@ -95,9 +95,9 @@ class Vcpu:
         self._stop_requested = False            # a hook asked the slice to end (so it was no hlt)
         self._if_watch: int | None = None       # the block hook armed while an interrupt waits for IF
         self._if_watch_blocks = 0
-        self.watchpoints = Watchpoints(cpu, ram)
         self._give_up_if_watch = False          # the block hook asks the loop to remove it
         self._if_watch_given_up = False         # until the waiting interrupt is taken or withdrawn
+        self.watchpoints = Watchpoints(cpu, ram)
         self._outside: str | None = None
         self._hooks_installed = False
 
