@@ -1,0 +1,535 @@
+"""The decoder: per-region code mode (16/32/64-bit) and instruction boundaries of a loaded ``Image``.
+
+How a mode is decided, strongest first (each region records which rule decided it):
+
+1. ``USER``: the caller's ``mode_map`` (``--mode-map``) wins wherever it applies.
+2. ``ENTRY_PROTOCOL``: the PVH entry (Xen note 18) and a multiboot v1 entry run in 32-bit
+   protected mode; any other ELF entry runs in the ELF class's mode.
+3. ``FAR_JUMP``: a far ``ljmp``/``lcall`` (direct ``sel:off`` or through an absolute memory
+   operand) switches to the mode of its selector's descriptor in the GDT last loaded by ``lgdt`` on
+   the same path (L bit: 64-bit, D bit: 32-bit, else 16-bit). Code reached from there keeps it.
+4. ``SYMBOL``: function symbols no traversal reached take the *bulk* mode: the mode entered by the
+   last far jump into long mode if there was one (an ELF32 multiboot container around 64-bit code),
+   else the ELF class.
+
+Decoding is recursive traversal from the entries and symbols following direct jumps, calls and
+conditional branches; bytes inside a function symbol that no traversal reached are then swept
+linearly (jump-table targets), and their branch targets traversed in turn. Bytes nothing reaches are
+never decoded as code: they are reported as ``Unclassified`` ranges (``padding`` when they decode as
+nothing but nops/int3, else ``unreached``). Instructions use Capstone's ``disasm_lite``; only
+candidate sites are decoded again with detail and classified by the catalog.
+"""
+
+from __future__ import annotations
+
+import bisect
+import enum
+import re
+import struct
+from dataclasses import dataclass, field
+from typing import Iterable, NamedTuple, Sequence
+
+import capstone
+
+from pvtranslate import PvTranslateError
+from pvtranslate.catalog import CANDIDATE_IDS, CatalogEntry, classify
+from pvtranslate.image import Image, SymbolType
+
+__all__ = [
+    "DecodeError",
+    "ModeSource",
+    "ModeRange",
+    "Insn",
+    "Region",
+    "Unclassified",
+    "ModeSwitch",
+    "Site",
+    "Decoded",
+    "decode",
+]
+
+
+class DecodeError(PvTranslateError):
+    """The mode map or the decoder's inputs are inconsistent."""
+
+
+class ModeSource(enum.Enum):
+    USER = "user mode map"
+    ENTRY_PROTOCOL = "entry protocol (PVH/multiboot entry is 32-bit; plain ELF entry follows the ELF class)"
+    FAR_JUMP = "far jump through a GDT descriptor"
+    SYMBOL = "function symbol, bulk mode"
+
+
+@dataclass(frozen=True)
+class ModeRange:
+    """One user override: code in [start_va, end_va) is ``bits``-bit."""
+
+    start_va: int
+    end_va: int
+    bits: int
+
+    def __post_init__(self) -> None:
+        if self.bits not in (16, 32, 64):
+            raise DecodeError(f"mode map entry {self.start_va:#x}..{self.end_va:#x}: bits must be 16, 32 or 64, "
+                              f"not {self.bits}; hint: write START-END:BITS, e.g. 0x100000-0x100080:32")
+        if self.end_va <= self.start_va:
+            raise DecodeError(f"mode map entry {self.start_va:#x}..{self.end_va:#x} is empty; hint: end after start")
+
+
+class Insn(NamedTuple):
+    va: int
+    size: int
+    bits: int
+    raw: bytes
+    mnemonic: str
+    op_str: str
+
+
+@dataclass(frozen=True)
+class Region:
+    """A run of decoded code in one mode, and why that mode."""
+
+    start_va: int
+    end_va: int
+    bits: int
+    source: ModeSource
+    section: str
+
+    def __repr__(self) -> str:
+        return f"Region({self.start_va:#x}..{self.end_va:#x} {self.bits}-bit by {self.source.name} in {self.section})"
+
+
+@dataclass(frozen=True)
+class Unclassified:
+    start_va: int
+    end_va: int
+    section: str
+    kind: str  # "padding" | "unreached" | "overlap" | "invalid"
+
+    def __repr__(self) -> str:
+        return f"Unclassified({self.start_va:#x}..{self.end_va:#x} {self.kind} in {self.section})"
+
+
+@dataclass(frozen=True)
+class ModeSwitch:
+    from_va: int
+    target_va: int
+    selector: int | None
+    bits: int
+    evidence: str
+
+
+@dataclass(frozen=True)
+class Site:
+    """A sensitive instruction: where, what, and its catalog entry."""
+
+    va: int
+    size: int
+    bits: int
+    raw: bytes
+    text: str
+    entry: CatalogEntry
+
+
+@dataclass(frozen=True)
+class Decoded:
+    insns: tuple[Insn, ...]  # sorted by va
+    branch_targets: frozenset[int]
+    regions: tuple[Region, ...]
+    unclassified: tuple[Unclassified, ...]
+    sites: tuple[Site, ...]
+    mode_switches: tuple[ModeSwitch, ...]
+    notes: tuple[str, ...] = field(default=())  # things the decoder could not resolve (indirect jumps, ...)
+
+    def bits_at(self, va: int) -> int | None:
+        i = bisect.bisect_right(self.regions, va, key=lambda r: r.start_va) - 1
+        if i >= 0 and va < self.regions[i].end_va:
+            return self.regions[i].bits
+        return None
+
+
+_CS_MODE = {16: capstone.CS_MODE_16, 32: capstone.CS_MODE_32, 64: capstone.CS_MODE_64}
+_WINDOW = 128  # capstone decodes a whole buffer eagerly: keep each block's window small
+_MAX_INSN = 15
+_RE_HEX = re.compile(r"^0x[0-9a-f]+$|^[0-9]+$")
+_RE_FAR_DIRECT = re.compile(r"^(0x[0-9a-f]+|[0-9]+):(0x[0-9a-f]+|[0-9]+)$")
+_RE_ABS_MEM = re.compile(r"\[(0x[0-9a-f]+|[0-9]+)\]$")
+_RE_SENSITIVE_OPERAND = re.compile(r"\b(cr\d+|dr\d|[c-gs]s)\b")
+_STOP = frozenset(("ret", "retf", "retfq", "iret", "iretd", "iretq", "sysret", "sysretq", "sysexit",
+                   "sysexitq", "ud2", "ud1", "ud0"))
+_COND = frozenset(("jo", "jno", "jb", "jae", "je", "jne", "jbe", "ja", "js", "jns", "jp", "jnp", "jl", "jge",
+                   "jle", "jg", "loop", "loope", "loopne", "jcxz", "jecxz", "jrcxz"))
+_PADDING = frozenset(("nop", "int3"))
+_RE_LEA_NOP = re.compile(r"^([a-z]+), \[\1\]$")  # gcc's i386 multi-byte nop: lea esi, [esi + eiz*1 + 0]
+_NEEDS_OPERAND_CHECK = frozenset(("mov", "push", "pop"))
+
+
+def _candidate_mnemonics() -> frozenset[str]:
+    md = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
+    return frozenset(md.insn_name(i) for i in CANDIDATE_IDS)
+
+
+_CANDIDATE_MNEMONICS = _candidate_mnemonics()
+
+
+def _num(text: str) -> int:
+    return int(text, 16) if text.startswith("0x") else int(text)
+
+
+class _Decoder:
+    """Mutable state of one decode run; ``decode`` freezes it into ``Decoded``."""
+
+    def __init__(self, image: Image, mode_map: Sequence[ModeRange]):
+        self.image = image
+        self.mode_map = sorted(mode_map, key=lambda m: m.start_va)
+        self.regions = image.code
+        self.region_starts = [r.start_va for r in self.regions]
+        self.lite = {b: capstone.Cs(capstone.CS_ARCH_X86, m) for b, m in _CS_MODE.items()}
+        # per region: 0 unvisited, 1 instruction start, 2 instruction body
+        self.owner = [bytearray(len(r.data)) for r in self.regions]
+        self.found: dict[int, tuple[int, int, str, str, ModeSource]] = {}
+        self.targets: set[int] = set()
+        self.switches: list[ModeSwitch] = []
+        self.notes: list[str] = []
+        self.bad: list[tuple[int, int, str]] = []
+        self.work: list[tuple[int, int, ModeSource, int | None]] = []
+        self.bulk_bits = int(image.elf_class)
+        self.last_gdt: int | None = None  # the most recent lgdt seen on any path
+        self.swept = 0  # instructions found by linear sweep inside function symbols
+
+    # ---- lookups
+    def region_of(self, va: int) -> int | None:
+        i = bisect.bisect_right(self.region_starts, va) - 1
+        if i >= 0 and va < self.regions[i].end_va:
+            return i
+        return None
+
+    def user_bits(self, va: int) -> int | None:
+        for m in self.mode_map:
+            if m.start_va <= va < m.end_va:
+                return m.bits
+        return None
+
+    def push(self, va: int, bits: int, source: ModeSource, gdt: int | None = None) -> None:
+        ub = self.user_bits(va)
+        if ub is not None:
+            bits, source = ub, ModeSource.USER
+        self.work.append((va, bits, source, gdt))
+
+    # ---- far jumps
+    def descriptor_bits(self, gdt_base: int | None, selector: int) -> tuple[int | None, str]:
+        if gdt_base is None:
+            return None, "no lgdt seen on this path"
+        if selector & 4:
+            return None, f"selector {selector:#x} is in the LDT"
+        raw = self.image.read(gdt_base + (selector & ~7), 8)
+        if raw is None:
+            return None, f"GDT entry {selector:#x} at {gdt_base + (selector & ~7):#x} is not in the file"
+        (desc,) = struct.unpack("<Q", raw)
+        if not (desc >> 44) & 1 or not (desc >> 43) & 1:
+            return None, f"GDT entry {selector:#x} ({desc:#018x}) is not a code segment"
+        if (desc >> 53) & 1:
+            return 64, f"GDT entry {selector:#x} = {desc:#018x}: L=1"
+        if (desc >> 54) & 1:
+            return 32, f"GDT entry {selector:#x} = {desc:#018x}: D=1"
+        return 16, f"GDT entry {selector:#x} = {desc:#018x}: L=0 D=0"
+
+    def gdt_base_of(self, op_str: str, bits: int) -> int | None:
+        m = _RE_ABS_MEM.search(op_str)
+        if not m or "+" in op_str or "-" in op_str:
+            return None
+        raw = self.image.read(_num(m.group(1)), 10 if bits == 64 else 6)
+        if raw is None:
+            return None
+        return struct.unpack_from("<Q" if bits == 64 else "<I", raw, 2)[0]
+
+    def far_jump(self, va: int, bits: int, mnemonic: str, op_str: str, gdt: int | None) -> None:
+        m = _RE_FAR_DIRECT.match(op_str)
+        if m:
+            selector, target = _num(m.group(1)), _num(m.group(2))
+        else:
+            mm = _RE_ABS_MEM.search(op_str)
+            raw = self.image.read(_num(mm.group(1)), 6 if bits != 16 else 4) if mm and "+" not in op_str else None
+            if raw is None:
+                self.notes.append(f"{va:#x}: {mnemonic} {op_str}: indirect far transfer not followed")
+                return
+            if bits == 16:
+                target, selector = struct.unpack("<HH", raw)
+            else:
+                target, selector = struct.unpack("<IH", raw)
+        new_bits, evidence = self.descriptor_bits(gdt, selector)
+        if new_bits is None and gdt is None and self.last_gdt is not None:
+            new_bits, evidence = self.descriptor_bits(self.last_gdt, selector)
+            evidence = f"no lgdt on this path, used the last one seen ({self.last_gdt:#x}): {evidence}"
+        if new_bits is None:
+            new_bits = bits
+            evidence += f"; kept {bits}-bit"
+        self.targets.add(target)
+        self.switches.append(ModeSwitch(va, target, selector, new_bits, evidence))
+        if new_bits == 64 and bits != 64:
+            self.bulk_bits = 64
+        source = ModeSource.FAR_JUMP if new_bits != bits else None
+        self.push(target, new_bits, source or self._source, gdt)
+
+    # ---- traversal
+    def run(self, va: int, bits: int, source: ModeSource, gdt: int | None) -> None:
+        self._source = source
+        md = self.lite[bits]
+        while True:
+            ri = self.region_of(va)
+            if ri is None:
+                self.notes.append(f"{va:#x}: branch target outside executable sections")
+                return
+            region, owner = self.regions[ri], self.owner[ri]
+            off = va - region.start_va
+            if owner[off]:
+                if owner[off] == 2:
+                    self.bad.append((va, va + 1, "overlap"))
+                return
+            window = region.data[off : off + _WINDOW]
+            end_of_region = off + len(window) >= len(region.data)
+            nxt = va
+            for a, size, mnemonic, op_str in md.disasm_lite(window, va):
+                o = a - region.start_va
+                if owner[o]:
+                    if owner[o] == 2:
+                        self.bad.append((a, a + 1, "overlap"))
+                    return
+                if any(owner[o + 1 : o + size]):
+                    self.bad.append((a, a + size, "overlap"))
+                    return
+                if self.mode_map and (ub := self.user_bits(a)) is not None and ub != bits:
+                    self.push(a, ub, ModeSource.USER, gdt)
+                    return
+                owner[o] = 1
+                owner[o + 1 : o + size] = b"\x02" * (size - 1)
+                self.found[a] = (size, bits, mnemonic, op_str, self._source)
+                nxt = a + size
+                name = mnemonic.rsplit(" ", 1)[-1]
+                if name == "jmp":
+                    if _RE_HEX.match(op_str):
+                        t = _num(op_str)
+                        self.targets.add(t)
+                        self.push(t, bits, self._source, gdt)
+                    else:
+                        self.notes.append(f"{a:#x}: indirect jmp {op_str}")
+                    return
+                if name in _COND or name == "call":
+                    if _RE_HEX.match(op_str):
+                        t = _num(op_str)
+                        self.targets.add(t)
+                        self.push(t, bits, self._source, gdt)
+                    continue
+                if name in ("ljmp", "lcall"):
+                    self.far_jump(a, bits, name, op_str, gdt)
+                    if name == "ljmp":
+                        return
+                    continue
+                if name == "lgdt":
+                    gdt = self.gdt_base_of(op_str, bits)
+                    if gdt is not None:
+                        self.last_gdt = gdt
+                    continue
+                if name in _STOP:
+                    return
+            if nxt == va:  # nothing decoded: invalid bytes
+                self.bad.append((va, va + 1, "invalid"))
+                return
+            if nxt >= region.end_va:
+                return
+            if end_of_region or nxt - va < len(window) - _MAX_INSN:
+                self.bad.append((nxt, nxt + 1, "invalid"))  # capstone stopped on bytes it cannot decode
+                return
+            va = nxt
+
+    def drain(self) -> None:
+        while self.work:
+            va, bits, source, gdt = self.work.pop()
+            self.run(va, bits, source, gdt)
+
+    def is_decoded(self, va: int) -> bool:
+        ri = self.region_of(va)
+        return ri is not None and self.owner[ri][va - self.regions[ri].start_va] != 0
+
+    def mode_before(self, va: int, default: tuple[int, ModeSource]) -> tuple[int, ModeSource]:
+        for back in range(1, 16):
+            hit = self.found.get(va - back)
+            if hit is not None:
+                return hit[1], hit[4]
+        return default
+
+    def sweep_functions(self) -> bool:
+        """Linear sweep of the unreached bytes inside function symbols; True if anything was added."""
+        added = False
+        for sym in self.image.symbols:
+            if sym.type is not SymbolType.FUNC or sym.size == 0:
+                continue
+            ri = self.region_of(sym.va)
+            if ri is None:
+                continue
+            region, owner = self.regions[ri], self.owner[ri]
+            start = sym.va - region.start_va
+            end = min(start + sym.size, len(region.data))
+            hit = self.found.get(sym.va)
+            sym_mode = (hit[1], hit[4]) if hit else (self.bulk_bits, ModeSource.SYMBOL)
+            o = start
+            while o < end:
+                if owner[o]:
+                    o += 1
+                    continue
+                gap_va = region.start_va + o
+                bits, source = self.mode_before(gap_va, sym_mode)
+                if (ub := self.user_bits(gap_va)) is not None:
+                    bits, source = ub, ModeSource.USER
+                before = len(self.found)
+                self.linear(ri, o, end, bits, source)
+                if len(self.found) == before:
+                    o += 1
+                else:
+                    added = True
+                    while o < end and owner[o]:
+                        o += 1
+        return added
+
+    def linear(self, ri: int, off: int, end: int, bits: int, source: ModeSource) -> None:
+        region, owner = self.regions[ri], self.owner[ri]
+        va = region.start_va + off
+        nxt = va
+        for a, size, mnemonic, op_str in self.lite[bits].disasm_lite(region.data[off:end], va):
+            o = a - region.start_va
+            if any(owner[o : o + size]):
+                return
+            nxt = a + size
+            owner[o] = 1
+            owner[o + 1 : o + size] = b"\x02" * (size - 1)
+            self.found[a] = (size, bits, mnemonic, op_str, source)
+            self.swept += 1
+            name = mnemonic.rsplit(" ", 1)[-1]
+            if (name in _COND or name in ("jmp", "call")) and _RE_HEX.match(op_str):
+                t = _num(op_str)
+                self.targets.add(t)
+                self.push(t, bits, source)
+        if nxt < region.start_va + end:
+            self.bad.append((nxt, nxt + 1, "invalid"))
+
+
+def _is_padding(md: capstone.Cs, data: bytes, va: int) -> bool:
+    if not data.strip(b"\x00\x90\xcc"):
+        return True
+    total = 0
+    for _a, size, mnemonic, _op in md.disasm_lite(data, va):
+        if mnemonic not in _PADDING and not (mnemonic == "lea" and _RE_LEA_NOP.match(_op)):
+            return False
+        total += size
+    return total == len(data)
+
+
+def decode(image: Image, mode_map: Iterable[ModeRange] = ()) -> Decoded:
+    """Decode every reachable instruction of ``image`` in its mode; see the module docstring."""
+    dec = _Decoder(image, tuple(mode_map))
+    elf_bits = int(image.elf_class)
+    # seeds, pushed in reverse priority (the work list is a stack)
+    for m in dec.mode_map:
+        if dec.region_of(m.start_va) is not None:
+            dec.push(m.start_va, m.bits, ModeSource.USER)
+    if image.multiboot or image.entry_va == image.pvh_entry_va:
+        dec.push(image.entry_va, 32, ModeSource.ENTRY_PROTOCOL)
+    else:
+        dec.push(image.entry_va, elf_bits, ModeSource.ENTRY_PROTOCOL)
+    if image.pvh_entry_va is not None:
+        dec.push(image.pvh_entry_va, 32, ModeSource.ENTRY_PROTOCOL)
+    dec.targets.update(va for va, *_ in dec.work)
+    dec.drain()
+    # then every symbol in an executable section that nothing reached, in the bulk mode
+    for sym in image.symbols:
+        if sym.type in (SymbolType.FUNC, SymbolType.NOTYPE) and dec.region_of(sym.va) is not None:
+            dec.targets.add(sym.va) if sym.type is SymbolType.FUNC else None
+            if not dec.is_decoded(sym.va):
+                dec.push(sym.va, dec.bulk_bits, ModeSource.SYMBOL)
+                dec.drain()
+    for _round in range(8):
+        if not dec.sweep_functions():
+            break
+        dec.drain()
+    return _freeze(dec)
+
+
+def _freeze(dec: _Decoder) -> Decoded:
+    insns: list[Insn] = []
+    regions: list[Region] = []
+    unclassified: list[Unclassified] = []
+    bad = {(a, kind) for a, _e, kind in dec.bad}
+    for ri, region in enumerate(dec.regions):
+        owner = dec.owner[ri]
+        base = region.start_va
+        data = region.data
+        cur: list | None = None  # [start, end, bits, source]
+        o = 0
+        n = len(data)
+        while o < n:
+            if owner[o] == 1:
+                va = base + o
+                size, bits, mnemonic, op_str, source = dec.found[va]
+                insns.append(Insn(va, size, bits, data[o : o + size], mnemonic, op_str))
+                if cur is not None and cur[2] == bits and cur[3] is source and cur[1] == va:
+                    cur[1] = va + size
+                else:
+                    if cur is not None:
+                        regions.append(Region(cur[0], cur[1], cur[2], cur[3], region.name))
+                    cur = [va, va + size, bits, source]
+                o += size
+                continue
+            g = o
+            while o < n and owner[o] != 1:
+                o += 1
+            gap_va = base + g
+            gap_bits = cur[2] if cur else int(dec.image.elf_class)
+            if any((base + k, "invalid") in bad for k in range(g, o)):
+                kind = "invalid"
+            elif any((base + k, "overlap") in bad for k in range(g, o)):
+                kind = "overlap"
+            elif _is_padding(dec.lite[gap_bits], data[g:o], gap_va):
+                kind = "padding"
+            else:
+                kind = "unreached"
+            unclassified.append(Unclassified(gap_va, base + o, region.name, kind))
+            if kind == "padding" and cur is not None:
+                cur[1] = base + o  # a region runs on over padding; it merges if the same mode resumes
+                continue
+            if cur is not None:
+                regions.append(Region(cur[0], cur[1], cur[2], cur[3], region.name))
+                cur = None
+        if cur is not None:
+            regions.append(Region(cur[0], cur[1], cur[2], cur[3], region.name))
+    sites = _sites(insns)
+    return Decoded(
+        insns=tuple(insns),
+        branch_targets=frozenset(dec.targets),
+        regions=tuple(regions),
+        unclassified=tuple(unclassified),
+        sites=tuple(sites),
+        mode_switches=tuple(dec.switches),
+        notes=tuple(dec.notes),
+    )
+
+
+def _sites(insns: Sequence[Insn]) -> list[Site]:
+    detail = {}
+    for bits, mode in _CS_MODE.items():
+        md = capstone.Cs(capstone.CS_ARCH_X86, mode)
+        md.detail = True
+        detail[bits] = md
+    sites: list[Site] = []
+    for insn in insns:
+        name = insn.mnemonic.rsplit(" ", 1)[-1]
+        if name not in _CANDIDATE_MNEMONICS:
+            continue
+        if name in _NEEDS_OPERAND_CHECK and not _RE_SENSITIVE_OPERAND.search(insn.op_str):
+            continue
+        full = next(detail[insn.bits].disasm(insn.raw, insn.va, 1), None)
+        if full is None:
+            continue
+        entry = classify(full)
+        if entry is not None:
+            sites.append(Site(insn.va, insn.size, insn.bits, insn.raw, f"{full.mnemonic} {full.op_str}".strip(), entry))
+    return sites

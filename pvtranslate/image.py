@@ -1,0 +1,342 @@
+"""The loader: one guest ELF (i386 or x86-64) read with LIEF into a frozen ``Image`` record.
+
+The header, program headers and section headers are bounds-checked here with ``struct`` before LIEF
+sees the file, so malformed input fails with one of this module's errors (never a LIEF exception or a
+half-parsed ``None``). Nothing downstream imports LIEF for reading: the decoder takes an ``Image``.
+"""
+
+from __future__ import annotations
+
+import enum
+import io
+import os
+import struct
+from dataclasses import dataclass
+from typing import NewType, Union
+
+from pvtranslate import PvTranslateError
+from pvtranslate.abi import NOTE_NAME
+
+__all__ = [
+    "ImageError",
+    "NotElfError",
+    "NotX86Error",
+    "TruncatedError",
+    "OutOfBoundsError",
+    "NoExecutableCodeError",
+    "AlreadyTranslatedError",
+    "ElfClass",
+    "Machine",
+    "SymbolType",
+    "CodeRegion",
+    "DataRegion",
+    "Symbol",
+    "Image",
+    "load_image",
+]
+
+GuestVa = NewType("GuestVa", int)
+
+_EM_386 = 3
+_EM_X86_64 = 62
+_PT_LOAD = 1
+_PF_X = 1
+_SHT_NOBITS = 8
+_SHF_ALLOC = 0x2
+_SHF_EXECINSTR = 0x4
+_XEN_ELFNOTE_PHYS32_ENTRY = 18
+_MB1_MAGIC = 0x1BADB002
+_MB1_SEARCH = 8192
+
+
+class ImageError(PvTranslateError):
+    """The input is not a guest kernel pvtranslate can read."""
+
+
+class NotElfError(ImageError):
+    """No ELF magic / unknown ELF class or data encoding."""
+
+
+class NotX86Error(ImageError):
+    """An ELF for another machine than i386 / x86-64."""
+
+
+class TruncatedError(ImageError):
+    """The file ends inside the ELF header or a header table."""
+
+
+class OutOfBoundsError(ImageError):
+    """A section or segment claims bytes past the end of the file."""
+
+
+class NoExecutableCodeError(ImageError):
+    """No executable section or segment with bytes in the file."""
+
+
+class AlreadyTranslatedError(ImageError):
+    """The input already carries the PVTR note: it is pvtranslate's own output."""
+
+
+class ElfClass(enum.IntEnum):
+    ELF32 = 32
+    ELF64 = 64
+
+
+class Machine(enum.IntEnum):
+    I386 = _EM_386
+    X86_64 = _EM_X86_64
+
+
+class SymbolType(enum.Enum):
+    FUNC = "func"
+    OBJECT = "object"
+    NOTYPE = "notype"
+    OTHER = "other"
+
+
+@dataclass(frozen=True)
+class CodeRegion:
+    """Bytes of one executable section (or PF_X segment when there are no sections)."""
+
+    start_va: int
+    data: bytes
+    name: str  # section name, or "segment#N" when taken from a program header
+    file_off: int
+
+    @property
+    def end_va(self) -> int:
+        return self.start_va + len(self.data)
+
+    def __repr__(self) -> str:
+        return f"CodeRegion({self.name!r}, {self.start_va:#x}..{self.end_va:#x})"
+
+
+@dataclass(frozen=True)
+class DataRegion:
+    """Bytes of one allocated, non-executable section with file contents (rodata, data)."""
+
+    start_va: int
+    data: bytes
+    name: str
+
+    def __repr__(self) -> str:
+        return f"DataRegion({self.name!r}, {self.start_va:#x}..{self.start_va + len(self.data):#x})"
+
+
+@dataclass(frozen=True)
+class Symbol:
+    name: str
+    va: int
+    size: int
+    type: SymbolType
+    section_index: int
+
+
+@dataclass(frozen=True)
+class Image:
+    """Everything the decoder needs from a guest ELF; no LIEF objects inside."""
+
+    elf_class: ElfClass
+    machine: Machine
+    entry_va: int
+    code: tuple[CodeRegion, ...]
+    data: tuple[DataRegion, ...]
+    symbols: tuple[Symbol, ...]
+    pvh_entry_va: int | None  # XEN_ELFNOTE_PHYS32_ENTRY: the 32-bit PVH entry
+    multiboot: bool  # a multiboot v1 header in the first 8 KiB: e_entry is 32-bit protected mode
+    has_pv_note: bool
+
+    @property
+    def bits(self) -> int:
+        return int(self.elf_class)
+
+    def read(self, va: int, size: int) -> bytes | None:
+        """``size`` bytes at ``va`` from any loaded section with file contents, or None."""
+        for region in (*self.code, *self.data):
+            off = va - region.start_va
+            if 0 <= off and off + size <= len(region.data):
+                return region.data[off : off + size]
+        return None
+
+
+def _hint(msg: str, hint: str) -> str:
+    return f"{msg}; hint: {hint}"
+
+
+@dataclass(frozen=True)
+class _Header:
+    elf_class: ElfClass
+    machine: Machine
+    entry_va: int
+    phoff: int
+    phentsize: int
+    phnum: int
+    shoff: int
+    shentsize: int
+    shnum: int
+
+
+def _parse_header(raw: bytes, where: str) -> _Header:
+    if len(raw) < 4 or raw[:4] != b"\x7fELF":
+        raise NotElfError(_hint(f"{where}: not an ELF file (no \\x7fELF magic)", "pass a guest kernel ELF such as vmlinux"))
+    if len(raw) < 16:
+        raise TruncatedError(_hint(f"{where}: file ends inside the ELF identification ({len(raw)} bytes)",
+                                   "the file is truncated; copy it again"))
+    ei_class, ei_data = raw[4], raw[5]
+    if ei_class not in (1, 2):
+        raise NotElfError(_hint(f"{where}: unknown ELF class {ei_class}", "only ELF32 and ELF64 are supported"))
+    if ei_data != 1:
+        raise NotX86Error(_hint(f"{where}: big-endian ELF (EI_DATA={ei_data}) cannot be x86",
+                                "pvtranslate translates i386 and x86-64 kernels only"))
+    is64 = ei_class == 2
+    fmt = "<HHIQQQIHHHHHH" if is64 else "<HHIIIIIHHHHHH"
+    ehsize = struct.calcsize(fmt) + 16
+    if len(raw) < ehsize:
+        raise TruncatedError(_hint(f"{where}: file ends inside the ELF header ({len(raw)} of {ehsize} bytes)",
+                                   "the file is truncated; copy it again"))
+    (_type, machine, _ver, entry, phoff, shoff, _flags, _ehsize, phentsize, phnum,
+     shentsize, shnum, _shstrndx) = struct.unpack_from(fmt, raw, 16)
+    try:
+        mach = Machine(machine)
+    except ValueError:
+        raise NotX86Error(_hint(f"{where}: ELF machine {machine} is not x86 (EM_386=3, EM_X86_64=62)",
+                                "pvtranslate translates i386 and x86-64 kernels only")) from None
+    for what, off, entsize, num in (("program", phoff, phentsize, phnum), ("section", shoff, shentsize, shnum)):
+        if num and off + entsize * num > len(raw):
+            raise TruncatedError(_hint(
+                f"{where}: the {what} header table ({num} x {entsize} bytes at offset {off:#x}) runs past "
+                f"the end of the file ({len(raw):#x} bytes)", "the file is truncated or corrupt; copy it again"))
+    return _Header(ElfClass.ELF64 if is64 else ElfClass.ELF32, mach, entry, phoff, phentsize, phnum,
+                   shoff, shentsize, shnum)
+
+
+def _check_bounds(raw: bytes, hdr: _Header, where: str) -> None:
+    is64 = hdr.elf_class is ElfClass.ELF64
+    for i in range(hdr.phnum):
+        base = hdr.phoff + i * hdr.phentsize
+        if is64:
+            p_type, _flags, off, _va, _pa, filesz = struct.unpack_from("<IIQQQQ", raw, base)
+        else:
+            p_type, off, _va, _pa, filesz = struct.unpack_from("<IIIII", raw, base)
+        if filesz and off + filesz > len(raw):
+            raise OutOfBoundsError(_hint(
+                f"{where}: segment #{i} (type {p_type:#x}) claims file bytes {off:#x}..{off + filesz:#x} "
+                f"beyond the end of the file ({len(raw):#x})", "the file is truncated or corrupt"))
+    for i in range(hdr.shnum):
+        base = hdr.shoff + i * hdr.shentsize
+        if is64:
+            _name, sh_type, _flags, _addr, off, size = struct.unpack_from("<IIQQQQ", raw, base)
+        else:
+            _name, sh_type, _flags, _addr, off, size = struct.unpack_from("<IIIIII", raw, base)
+        if sh_type != _SHT_NOBITS and sh_type != 0 and size and off + size > len(raw):
+            raise OutOfBoundsError(_hint(
+                f"{where}: section #{i} claims file bytes {off:#x}..{off + size:#x} beyond the end of the "
+                f"file ({len(raw):#x})", "the file is truncated or corrupt"))
+
+
+def _find_multiboot(raw: bytes) -> bool:
+    limit = min(len(raw), _MB1_SEARCH) - 12
+    for off in range(0, limit + 1, 4):
+        magic, flags, checksum = struct.unpack_from("<III", raw, off)
+        if magic == _MB1_MAGIC and (magic + flags + checksum) & 0xFFFFFFFF == 0:
+            return True
+    return False
+
+
+def _symbol_type(sym) -> SymbolType:  # LIEF symbol
+    name = sym.type.name
+    return {"FUNC": SymbolType.FUNC, "OBJECT": SymbolType.OBJECT, "NOTYPE": SymbolType.NOTYPE}.get(name, SymbolType.OTHER)
+
+
+def load_image(source: Union[str, os.PathLike, bytes, bytearray], *, allow_translated: bool = False) -> Image:
+    """Read a guest ELF from a path or its bytes; raises an ``ImageError`` subclass on bad input.
+
+    A binary carrying the PVTR note raises ``AlreadyTranslatedError`` unless ``allow_translated``
+    (for tools that inspect translator output).
+    """
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        raw, where = bytes(source), "<bytes>"
+    else:
+        where = os.fspath(source)
+        try:
+            with open(where, "rb") as fh:
+                raw = fh.read()
+        except OSError as exc:
+            raise ImageError(_hint(f"{where}: cannot read: {exc.strerror}", "check the path")) from exc
+    hdr = _parse_header(raw, where)
+    _check_bounds(raw, hdr, where)
+
+    import lief  # local: the VMM side of the project never pays for LIEF
+
+    lief.logging.disable()
+    try:
+        binary = lief.ELF.parse(io.BytesIO(raw))
+    except Exception as exc:  # LIEF raises a zoo of types on corrupt input
+        raise ImageError(_hint(f"{where}: LIEF cannot parse the ELF: {exc}", "the file is corrupt")) from exc
+    if binary is None:
+        raise ImageError(_hint(f"{where}: LIEF cannot parse the ELF", "the file is corrupt or truncated"))
+
+    try:
+        return _build(raw, hdr, binary, where, allow_translated)
+    except ImageError:
+        raise
+    except Exception as exc:
+        raise ImageError(_hint(f"{where}: unexpected ELF structure: {exc!r}", "report this input")) from exc
+
+
+def _build(raw: bytes, hdr: _Header, binary, where: str, allow_translated: bool) -> Image:
+    has_pv_note = False
+    pvh_entry: int | None = None
+    for note in binary.notes:
+        name = note.name.encode() if isinstance(note.name, str) else bytes(note.name)
+        if name.rstrip(b"\0") == NOTE_NAME:
+            has_pv_note = True
+        elif name.rstrip(b"\0") == b"Xen" and int(note.original_type) == _XEN_ELFNOTE_PHYS32_ENTRY:
+            desc = bytes(note.description)
+            if len(desc) >= 8:
+                pvh_entry = struct.unpack_from("<Q", desc)[0]
+            elif len(desc) >= 4:
+                pvh_entry = struct.unpack_from("<I", desc)[0]
+    if has_pv_note and not allow_translated:
+        raise AlreadyTranslatedError(_hint(
+            f"{where}: already translated (it carries the {NOTE_NAME.decode()} PV note)",
+            "translate the original kernel, not pvtranslate's output"))
+
+    code: list[CodeRegion] = []
+    data: list[DataRegion] = []
+    for section in binary.sections:
+        flags = int(section.flags)
+        if not flags & _SHF_ALLOC or int(section.type.value) == _SHT_NOBITS or section.size == 0:
+            continue
+        off, size = int(section.file_offset), int(section.size)
+        content = raw[off : off + size]
+        if flags & _SHF_EXECINSTR:
+            code.append(CodeRegion(int(section.virtual_address), content, section.name, off))
+        else:
+            data.append(DataRegion(int(section.virtual_address), content, section.name))
+    if not code and hdr.shnum == 0:  # no section headers: fall back to executable PT_LOADs
+        for i, seg in enumerate(binary.segments):
+            if int(seg.type.value) == _PT_LOAD and int(seg.flags) & _PF_X and seg.physical_size:
+                off = int(seg.file_offset)
+                code.append(CodeRegion(int(seg.virtual_address), raw[off : off + int(seg.physical_size)],
+                                       f"segment#{i}", off))
+    if not code:
+        raise NoExecutableCodeError(_hint(
+            f"{where}: no executable code (no SHF_EXECINSTR section, no PF_X segment with file bytes)",
+            "pass a kernel image with its code, not a debug-info or data-only file"))
+
+    symbols = tuple(sorted(
+        (Symbol(s.name, int(s.value), int(s.size), _symbol_type(s), int(s.shndx))
+         for s in binary.symbols if s.name and _symbol_type(s) is not SymbolType.OTHER),
+        key=lambda s: (s.va, s.name)))
+    return Image(
+        elf_class=hdr.elf_class,
+        machine=hdr.machine,
+        entry_va=int(hdr.entry_va),
+        code=tuple(sorted(code, key=lambda r: r.start_va)),
+        data=tuple(sorted(data, key=lambda r: r.start_va)),
+        symbols=symbols,
+        pvh_entry_va=pvh_entry,
+        multiboot=_find_multiboot(raw),
+        has_pv_note=has_pv_note,
+    )
