@@ -1,0 +1,606 @@
+"""The planner: per decoded site, a lowering (as abstract steps) and a patch tactic, as frozen data.
+
+Pure and deterministic: ``plan(decoded, options)`` reads a ``Decoded`` and returns a ``Plan``; it
+writes nothing and needs neither LIEF nor Keystone nor Unicorn. The emitter turns each
+``PlannedSite``'s steps into machine code later; it never decides tactics.
+
+The ladder (DESIGN.md, "Patching x86 in place"), tried in ``Tactic`` order:
+
+``IN_PLACE``
+    The lowering's code fits in the site's own bytes. Decided by ``_in_place_fits``: the sum of
+    the *worst-case* encoded sizes of the steps (``_STEP_MAX_BYTES``) must be <= the site's size.
+    With this ABI no catalog entry can ever be in place: the smallest hypercall sequence is
+    ``mov eax, imm32; int 0x82`` (7 bytes, before any argument or save), the smallest shared-page
+    access is ``mov byte [abs32|rip+rel32], imm8`` (7 bytes), and every lowering of the catalog
+    needs at least one of them while the sites are 1-4 bytes (a memory-operand ``lgdt``/``sgdt``
+    of up to 9 bytes needs an address computation, arguments and saves on top). The rung stays
+    so that a cheaper ABI (e.g. site-table-numbered hypercalls) can use it without a new ladder.
+``TRAMPOLINE_JUMP``
+    A ``jmp rel32`` (5 bytes) at the site start into a trampoline that runs the lowering, then the
+    displaced following instructions, then jumps back. Displaced instructions are the ones that
+    start before ``site + 5``. Allowed only when: trampolines are allowed; the displaced
+    instructions are contiguous, in the same region and mode; none is a control transfer (that is
+    a function end or a flow end: a displaced ``call`` would push a trampoline address); none
+    crosses a ``function_ends`` address; no branch target lies strictly inside the patch range (the
+    site's own start may be one); and a displaced instruction that is itself a site is lowered in
+    the same trampoline (it is then planned ``TRAMPOLINE_JUMP`` with ``joined_to`` = the leader
+    and no patch range of its own). RIP-relative displaced instructions are flagged.
+``PUNNED_JUMP``
+    E9Patch's B2 (punned jump), for a site of 1-4 bytes: ``e9`` at the site start, the rel32's low
+    ``size - 1`` bytes free (overwriting the rest of the site), its high ``5 - size`` bytes being
+    the *unchanged* bytes that follow. Precise condition, all required: ``options.punned_free_ranges``
+    is not empty; the 5 - size following bytes are decoded code in the same region and no other
+    site starts among them (every site gets patched, which would change the rel32); and some
+    target ``site + 5 + rel32`` reachable by choosing the free bytes leaves room for
+    ``options.punned_trampoline_bytes`` inside a free range, not used by another punned trampoline.
+    Without free ranges (the default: the planner cannot know which addresses the emitter may
+    map), this rung is never taken. T1 (prefix padding) and T2/T3 (evictions) are not planned.
+``TRAP``
+    ``int 0x82`` over a site of >= 2 bytes, ``int3`` over a 1-byte site; the VMM looks the address
+    up in the site table. Only if ``options.allow_trap_fallback``; else ``PlanError``.
+
+Lowerings preserve every register and flag the original instruction does not change: the steps
+``SAVE``/``RESTORE`` every register a hypercall or scratch use clobbers unless the original fully
+writes it; a result going to a partial or conditional destination is merged (``MERGE_RESULT``)
+into the saved value before the restore. Steps never change flags (the conditional delivery after
+``sti``/``popf`` is flag-free: the emitter uses ``jrcxz`` on a scratch ``rcx``).
+"""
+
+from __future__ import annotations
+
+import bisect
+import enum
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from pvtranslate import PvTranslateError
+from pvtranslate.abi import (
+    HYPERCALL_SPECS,
+    REGISTERS_32,
+    REGISTERS_64,
+    Hypercall,
+    RegisterConvention,
+    SharedOffset,
+)
+from pvtranslate.catalog import CatalogEntry, Form, Lowering, LoweringClass
+from pvtranslate.decode import Decoded, Insn, Site
+
+__all__ = [
+    "JMP_REL32_SIZE",
+    "LADDER",
+    "Displaced",
+    "PatchRange",
+    "Plan",
+    "PlanError",
+    "PlanOptions",
+    "PlannedSite",
+    "Step",
+    "StepOp",
+    "Tactic",
+    "TrapKind",
+    "fully_written",
+    "function_ends_of",
+    "lower",
+    "plan",
+]
+
+JMP_REL32_SIZE = 5
+
+
+class PlanError(PvTranslateError):
+    """A site cannot be planned under the given options."""
+
+
+@dataclass(frozen=True)
+class PlanOptions:
+    """Policy of the planner. ``punned_free_ranges``: [start, end) VAs the emitter may map trampolines at."""
+
+    allow_trampolines: bool = True
+    allow_punned: bool = True
+    allow_trap_fallback: bool = True
+    punned_free_ranges: tuple[tuple[int, int], ...] = ()
+    punned_trampoline_bytes: int = 64
+
+
+class Tactic(enum.Enum):
+    """The ladder, cheapest first; ``LADDER`` is the order tried."""
+
+    IN_PLACE = "lowering fits in the site's bytes"
+    TRAMPOLINE_JUMP = "jmp rel32 to a trampoline that also runs the displaced instructions"
+    PUNNED_JUMP = "E9Patch B2 punned jmp rel32 whose high bytes are the following instruction bytes"
+    TRAP = "in-place int 0x82 / int3, looked up in the site table"
+
+
+LADDER: tuple[Tactic, ...] = tuple(Tactic)
+
+
+class TrapKind(enum.Enum):
+    INT_0X82 = "int 0x82 (cd 82), sites of >= 2 bytes"
+    INT3 = "int3 (cc), 1-byte sites"
+
+
+class StepOp(enum.Enum):
+    """Abstract lowering steps; operands per op are documented here and built only by ``lower``."""
+
+    SAVE = "save (reg)"  # push
+    RESTORE = "restore (reg)"  # pop, reverse order of SAVE
+    STORE_SHARED = "store_shared (field, value)"
+    READ_SHARED = "read_shared (field, size, destination operand)"
+    PUSH_SHARED = "push_shared (field, size)"  # push sreg: the shadow selector, zero-extended
+    PUSH_FLAGS_VIRTUAL_IF = "push flags with IF from field (field, width)"
+    POP_FLAGS_VIRTUAL_IF = "pop flags, IF into field (field, width)"
+    LOAD_ARG = "load_arg (reg, argument name)"  # value per HypercallSpec arg name, from the original operands
+    HYPERCALL = "hypercall (number, number reg)"  # mov number reg, imm32; int 0x82
+    DELIVER_IF_PENDING = "deliver_if_pending (field, number, scratch reg)"  # flag-free jrcxz test
+    MERGE_RESULT = "merge_result (destination operand, result reg)"  # into the saved slot
+    REPLAY = "replay (va, raw, needs_rip_relocation, needs_branch_relocation)"
+    JUMP_BACK = "jump_back (va)"  # jmp rel32 to the first byte after the patch range
+
+
+@dataclass(frozen=True)
+class Step:
+    op: StepOp
+    args: tuple = ()
+
+    def __str__(self) -> str:
+        def show(a: object) -> str:
+            if isinstance(a, enum.Enum):
+                return a.name
+            if isinstance(a, bytes):
+                return a.hex()
+            if isinstance(a, int) and not isinstance(a, bool) and a > 9:
+                return hex(a)
+            return str(a)
+
+        return f"{self.op.name.lower()}({', '.join(show(a) for a in self.args)})"
+
+
+# Worst-case encoded bytes of each step, used only to decide IN_PLACE (see module docstring).
+_STEP_MAX_BYTES: Mapping[StepOp, int] = MappingProxyType({
+    StepOp.SAVE: 2, StepOp.RESTORE: 2, StepOp.STORE_SHARED: 11, StepOp.READ_SHARED: 16,
+    StepOp.PUSH_SHARED: 16, StepOp.PUSH_FLAGS_VIRTUAL_IF: 24, StepOp.POP_FLAGS_VIRTUAL_IF: 32,
+    StepOp.LOAD_ARG: 10, StepOp.HYPERCALL: 7, StepOp.DELIVER_IF_PENDING: 20, StepOp.MERGE_RESULT: 8,
+    StepOp.REPLAY: 15, StepOp.JUMP_BACK: 5,
+})
+if set(_STEP_MAX_BYTES) != set(StepOp):
+    raise PlanError("every StepOp needs a worst-case size")
+_STEP_MIN_BYTES = 7  # see the module docstring: nothing useful is shorter
+
+
+@dataclass(frozen=True)
+class PatchRange:
+    start_va: int
+    end_va: int
+
+    def __len__(self) -> int:
+        return self.end_va - self.start_va
+
+    def overlaps(self, other: PatchRange) -> bool:
+        return self.start_va < other.end_va and other.start_va < self.end_va
+
+
+@dataclass(frozen=True)
+class Displaced:
+    va: int
+    raw: bytes
+    text: str
+    needs_rip_relocation: bool
+    is_site: bool = False  # lowered (planned together), not replayed
+    needs_branch_relocation: bool = False  # direct jmp/jcc: re-encode rel32 to the same target
+
+
+@dataclass(frozen=True)
+class PlannedSite:
+    va: int
+    raw: bytes
+    bits: int
+    text: str
+    entry_name: str
+    cls: LoweringClass
+    lowering: Lowering
+    tactic: Tactic
+    patch: PatchRange | None  # None only for a site lowered inside another site's trampoline
+    hypercall: Hypercall | None
+    steps: tuple[Step, ...]  # this site's own lowering
+    sequence: tuple[Step, ...] = ()  # TRAMPOLINE_JUMP / PUNNED_JUMP leader: the whole trampoline body
+    displaced: tuple[Displaced, ...] = ()
+    joined: tuple[int, ...] = ()  # sites lowered in this trampoline too (by va)
+    joined_to: int | None = None  # leader's va when this site is lowered in another's trampoline
+    site_rip_relative: bool = False  # the site's own memory operand is RIP-relative: the emitter relocates it
+    trap: TrapKind | None = None
+    punned_target_va: int | None = None
+    reason: str = ""  # why the rungs above were not taken
+
+
+@dataclass(frozen=True)
+class Plan:
+    sites: tuple[PlannedSite, ...]  # by va
+    by_tactic: Mapping[Tactic, int]
+    by_class: Mapping[LoweringClass, int]
+    options: PlanOptions = field(default_factory=PlanOptions)
+
+    @property
+    def trap_share(self) -> float:
+        return self.by_tactic.get(Tactic.TRAP, 0) / len(self.sites) if self.sites else 0.0
+
+    def format(self) -> str:
+        lines = [f"{'site':>18}  {'bytes':<16} {'entry':<14} {'class':<28} {'tactic':<15} {'patch':<22} notes"]
+        for s in self.sites:
+            patch = f"{s.patch.start_va:#x}..{s.patch.end_va:#x}" if s.patch else "-"
+            notes = []
+            if s.joined_to is not None:
+                notes.append(f"in trampoline of {s.joined_to:#x}")
+            if s.displaced:
+                notes.append("displaces " + "; ".join(
+                    f"{d.text}{' (rip-rel)' if d.needs_rip_relocation else ''}{' (site)' if d.is_site else ''}"
+                    f"{' (branch)' if d.needs_branch_relocation else ''}"
+                    for d in s.displaced))
+            if s.trap is not None:
+                notes.append(s.trap.name.lower())
+            if s.punned_target_va is not None:
+                notes.append(f"target {s.punned_target_va:#x}")
+            if s.reason:
+                notes.append(s.reason)
+            lines.append(f"{s.va:#18x}  {s.raw.hex():<16} {s.entry_name:<14} {s.cls.name:<28} "
+                         f"{s.tactic.name:<15} {patch:<22} {'; '.join(notes)}")
+        n = len(self.sites)
+        lines.append(f"{n} sites")
+        for t in LADDER:
+            c = self.by_tactic.get(t, 0)
+            lines.append(f"  {t.name:<16} {c:6d}  {100 * c / n if n else 0:5.1f}%")
+        for c, k in sorted(self.by_class.items(), key=lambda kv: kv[0].name):
+            lines.append(f"  {c.name:<28} {k:6d}")
+        lines.append(f"trap fallback share: {100 * self.trap_share:.1f}%")
+        return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- lowering
+
+
+def _convention(bits: int) -> RegisterConvention:
+    return REGISTERS_64 if bits == 64 else REGISTERS_32
+
+
+def _reg(name32: str, bits: int) -> str:
+    return "r" + name32[1:] if bits == 64 else name32
+
+
+# Registers the original instruction writes in full (so the lowering need not restore them), by
+# hypercall; 32-bit names, widened in 64-bit mode (a 32-bit write zero-extends). Narrow or
+# conditional destinations (in al/ax, lar/lsl's destination) are not here: they are merged.
+_FULLY_WRITTEN: Mapping[Hypercall, tuple[str, ...]] = MappingProxyType({
+    Hypercall.PORT_IN32: ("eax",),
+    Hypercall.RDMSR: ("eax", "edx"),
+    Hypercall.RDTSC: ("eax", "edx"),
+    Hypercall.RDPMC: ("eax", "edx"),
+    Hypercall.XGETBV: ("eax", "edx"),
+    Hypercall.RDTSCP: ("eax", "edx", "ecx"),
+    Hypercall.CPUID: ("eax", "ebx", "ecx", "edx"),
+})
+# Result destinations that are narrower than the result register or written conditionally.
+_MERGED_RESULTS: Mapping[Hypercall, str] = MappingProxyType({
+    Hypercall.PORT_IN8: "al",
+    Hypercall.PORT_IN16: "ax",
+    Hypercall.DESCRIPTOR_QUERY: "destination if valid",
+})
+
+
+def fully_written(entry: CatalogEntry, bits: int) -> frozenset[str]:
+    """Registers ``entry``'s instruction overwrites (in ``bits``-bit names), so the lowering leaves them be.
+
+    String I/O: the VMM writes the advanced index register (edi for ins, esi for outs) and, for a
+    ``rep`` form, the zero count (ecx) itself, as the instruction would; restoring a saved copy
+    after the hypercall would undo that, so they count as written here. (With a 0x67
+    address-size prefix only di/si/cx change: the VMM must then merge; not modelled yet.)
+    """
+    if entry.hypercall is None or entry.lowering is Lowering.SHARED_PAGE_INLINE:
+        return frozenset()
+    regs = list(_FULLY_WRITTEN.get(entry.hypercall, ()))
+    if entry.lowering is Lowering.STRING_HYPERCALL:
+        regs.append("edi" if entry.hypercall is Hypercall.STRING_IN else "esi")
+        if entry.form is Form.STRING_REP:
+            regs.append("ecx")
+    return frozenset(_reg(r, bits) for r in regs)
+
+
+def _wrap_saves(body: list[Step], clobbered: Sequence[str], keep: frozenset[str]) -> tuple[Step, ...]:
+    saved = [r for r in dict.fromkeys(clobbered) if r not in keep]
+    return (*(Step(StepOp.SAVE, (r,)) for r in saved), *body,
+            *(Step(StepOp.RESTORE, (r,)) for r in reversed(saved)))
+
+
+def _scratch(text: str, bits: int) -> str:
+    for r in ("ecx", "edx", "ebx", "esi", "edi"):
+        if r[1:] not in text:  # "cx" also catches ecx/rcx/cx
+            return _reg(r, bits)
+    raise PlanError(f"no scratch register free in {text!r}; hint: report this instruction form")
+
+
+def _deliver(bits: int) -> tuple[list[Step], list[str]]:
+    conv = _convention(bits)
+    scratch = _reg("ecx", bits)
+    return ([Step(StepOp.DELIVER_IF_PENDING, (SharedOffset.EVENTS_PENDING, Hypercall.DELIVER_PENDING, scratch))],
+            [scratch, conv.number_reg])
+
+
+def lower(site: Site) -> tuple[Step, ...]:
+    """The abstract lowering of one site (no tactic involved)."""
+    entry, bits = site.entry, site.bits
+    conv = _convention(bits)
+    if entry.lowering is Lowering.SHARED_PAGE_INLINE:
+        fld = entry.shared_field
+        body: list[Step]
+        clobbered: list[str] = []
+        if entry.cls is LoweringClass.INTERRUPT_FLAG:
+            body = [Step(StepOp.STORE_SHARED, (fld, 1 if entry.can_enable_interrupts else 0))]
+        elif entry.cls is LoweringClass.FLAGS:
+            width = {"pushf16": 2, "popf16": 2, "pushfd": 4, "popfd": 4}.get(entry.name, 8)
+            op = StepOp.POP_FLAGS_VIRTUAL_IF if entry.can_enable_interrupts else StepOp.PUSH_FLAGS_VIRTUAL_IF
+            body = [Step(op, (fld, width))]
+        elif entry.form is Form.SREG_PUSH:
+            body = [Step(StepOp.PUSH_SHARED, (fld, 2))]
+        else:
+            dest = site.text.split(" ", 1)[1].split(",")[0].strip() if " " in site.text else ""
+            if "[" in dest:  # memory destination: copy through a scratch register the operand does not use
+                clobbered.append(_scratch(site.text, bits))
+            body = [Step(StepOp.READ_SHARED, (fld, dest))]
+        if entry.can_enable_interrupts:
+            more, regs = _deliver(bits)
+            body += more
+            clobbered += regs
+        return _wrap_saves(body, clobbered, frozenset())
+    number = entry.hypercall
+    spec = HYPERCALL_SPECS[number]
+    arg_regs = conv.arg_regs[: len(spec.args)]
+    res_regs = conv.result_regs[: len(spec.results)]
+    body = [Step(StepOp.LOAD_ARG, (r, a)) for r, a in zip(arg_regs, spec.args)]
+    body.append(Step(StepOp.HYPERCALL, (number, conv.number_reg)))
+    merged = _MERGED_RESULTS.get(number)
+    if merged is not None:
+        body.append(Step(StepOp.MERGE_RESULT, (merged, res_regs[0])))
+    clobbered = [conv.number_reg, *arg_regs, *res_regs]
+    if entry.can_enable_interrupts and number is not Hypercall.IRET and number not in (
+            Hypercall.SYSRET, Hypercall.SYSEXIT):
+        more, regs = _deliver(bits)
+        body += more
+        clobbered += regs
+    return _wrap_saves(body, clobbered, fully_written(entry, bits))
+
+
+def _in_place_fits(steps: Sequence[Step], size: int) -> bool:
+    if size < _STEP_MIN_BYTES:
+        return False
+    return sum(_STEP_MAX_BYTES[s.op] for s in steps) <= size
+
+
+# --------------------------------------------------------------------------- tactics
+
+_JCC = frozenset(("jo", "jno", "jb", "jae", "je", "jne", "jbe", "ja", "js", "jns", "jp", "jnp", "jl", "jge",
+                  "jle", "jg"))
+_CONTROL = frozenset((
+    "jmp", "ljmp", "call", "lcall", "ret", "retf", "retfq", "iret", "iretd", "iretq", "sysret", "sysretq",
+    "sysexit", "sysexitq", "syscall", "sysenter", "int", "int3", "into", "int1", "ud2", "ud1", "ud0",
+    "loop", "loope", "loopne", "jcxz", "jecxz", "jrcxz", "hlt", "xbegin", "xabort", "xend", *_JCC,
+))
+
+
+def _name(insn: Insn) -> str:
+    return insn.mnemonic.rsplit(" ", 1)[-1]
+
+
+def _is_control(insn: Insn) -> bool:
+    return _name(insn) in _CONTROL or insn.mnemonic.startswith("bnd ")
+
+
+def _relocatable_branch(insn: Insn) -> bool:
+    """A direct jmp/jcc (re-encoded rel32 to the same absolute target) or a near ret (runs as is)."""
+    name = _name(insn)
+    if insn.mnemonic != name:  # prefixed (bnd, notrack, ...)
+        return False
+    if name in ("ret",):
+        return True
+    return name in _JCC | {"jmp"} and insn.op_str.startswith("0x") and " " not in insn.op_str
+
+
+def _ends_flow(insn: Insn) -> bool:
+    return _name(insn) in ("jmp", "ret")
+
+
+def _needs_rip(insn: Insn) -> bool:
+    return insn.bits == 64 and "rip" in insn.op_str
+
+
+class _Ctx:
+    def __init__(self, decoded: Decoded, options: PlanOptions, function_ends: frozenset[int]):
+        self.decoded = decoded
+        self.options = options
+        self.insns = decoded.insns
+        self.insn_vas = [i.va for i in decoded.insns]
+        self.targets = sorted(decoded.branch_targets)
+        self.function_ends = sorted(function_ends)
+        self.site_by_va = {s.va: s for s in decoded.sites}
+        self.site_vas = sorted(self.site_by_va)
+        self.used_punned: list[tuple[int, int]] = []
+
+    def insn_index(self, va: int) -> int | None:
+        i = bisect.bisect_left(self.insn_vas, va)
+        return i if i < len(self.insn_vas) and self.insn_vas[i] == va else None
+
+    def region_of(self, va: int):
+        regs = self.decoded.regions
+        i = bisect.bisect_right(regs, va, key=lambda r: r.start_va) - 1
+        return regs[i] if i >= 0 and va < regs[i].end_va else None
+
+    def any_in(self, sorted_vas: Sequence[int], lo: int, hi: int) -> bool:
+        """Any value v with lo < v < hi."""
+        i = bisect.bisect_right(sorted_vas, lo)
+        return i < len(sorted_vas) and sorted_vas[i] < hi
+
+    def sites_in(self, lo: int, hi: int) -> list[int]:
+        i = bisect.bisect_left(self.site_vas, lo)
+        out = []
+        while i < len(self.site_vas) and self.site_vas[i] < hi:
+            out.append(self.site_vas[i])
+            i += 1
+        return out
+
+
+def _try_trampoline(ctx: _Ctx, site: Site) -> tuple[tuple[Insn, ...], str]:
+    """The displaced instructions (possibly none), or ((), reason) when not possible (reason non-empty)."""
+    if not ctx.options.allow_trampolines:
+        return (), "trampolines disabled"
+    if site.bits == 16:
+        return (), "16-bit code: a near jmp is rel16 within the segment; not planned"
+    if site.size >= JMP_REL32_SIZE:
+        return (), ""
+    if site.entry.cls is LoweringClass.EXCEPTION_RETURN:
+        return (), "the site ends the flow: what follows is not its fall-through"
+    i = ctx.insn_index(site.va)
+    if i is None:
+        return (), "site is not a decoded instruction"
+    region = ctx.region_of(site.va)
+    displaced: list[Insn] = []
+    end = site.va + site.size
+    while end < site.va + JMP_REL32_SIZE:
+        i += 1
+        if i >= len(ctx.insns) or ctx.insns[i].va != end:
+            return (), "function or region end within 5 bytes (no contiguous instruction)"
+        nxt = ctx.insns[i]
+        if nxt.bits != site.bits or region is None or nxt.va + nxt.size > region.end_va:
+            return (), "region or mode change within 5 bytes"
+        if displaced and _ends_flow(displaced[-1]):
+            return (), f"flow ends ({displaced[-1].mnemonic}) before 5 bytes"
+        joinable = nxt.va in ctx.site_by_va and ctx.site_by_va[nxt.va].entry.cls is not LoweringClass.EXCEPTION_RETURN
+        if _is_control(nxt) and not _relocatable_branch(nxt) and not joinable:
+            return (), f"control transfer {nxt.mnemonic} within 5 bytes"
+        displaced.append(nxt)
+        end = nxt.va + nxt.size
+    if ctx.any_in(ctx.targets, site.va, end):
+        return (), "branch target inside the displaced bytes"
+    if ctx.any_in(ctx.function_ends, site.va, end):
+        return (), "function end inside the displaced bytes"
+    return tuple(displaced), ""
+
+
+def _try_punned(ctx: _Ctx, site: Site) -> tuple[int | None, str]:
+    opts = ctx.options
+    if not opts.allow_punned or not opts.punned_free_ranges:
+        return None, "no free ranges for punned jumps"
+    if site.bits == 16:
+        return None, "16-bit code: no punned jumps"
+    if site.size >= JMP_REL32_SIZE:
+        return None, ""
+    tail_lo, tail_hi = site.va + site.size, site.va + JMP_REL32_SIZE
+    region = ctx.region_of(site.va)
+    if region is None or tail_hi > region.end_va:
+        return None, "punned bytes run past the region"
+    if ctx.sites_in(tail_lo, tail_hi):
+        return None, "another site inside the punned bytes"
+    i = ctx.insn_index(site.va)
+    tail = b""
+    j = i + 1 if i is not None else len(ctx.insns)
+    while len(tail) < tail_hi - tail_lo and j < len(ctx.insns):
+        tail += ctx.insns[j].raw
+        j += 1
+    tail = tail[: tail_hi - tail_lo]
+    if len(tail) != tail_hi - tail_lo:
+        return None, "punned bytes are not decoded code"
+    free = site.size - 1
+    base = int.from_bytes(bytes(free) + tail, "little", signed=True)
+    lo_rel, hi_rel = base, base + (1 << (8 * free)) - 1
+    mask = (1 << site.bits) - 1 if site.bits < 64 else (1 << 64) - 1
+    need = opts.punned_trampoline_bytes
+    for start, stop in sorted(opts.punned_free_ranges):
+        lo_t = (site.va + JMP_REL32_SIZE + lo_rel) & mask
+        hi_t = (site.va + JMP_REL32_SIZE + hi_rel) & mask
+        if hi_t < lo_t:
+            continue  # wraps: skip rather than reason about it
+        cand = max(lo_t, start)
+        for u0, u1 in sorted(ctx.used_punned):
+            if cand < u1 and u0 < cand + need:
+                cand = max(cand, u1)
+        if cand <= hi_t and cand + need <= stop:
+            ctx.used_punned.append((cand, cand + need))
+            return cand, ""
+    return None, "no free range reachable by the punned rel32"
+
+
+def _group_sites(ctx: _Ctx, displaced: Sequence[Insn]) -> tuple[int, ...]:
+    return tuple(d.va for d in displaced if d.va in ctx.site_by_va)
+
+
+def plan(decoded: Decoded, options: PlanOptions = PlanOptions(),
+         function_ends: Iterable[int] = ()) -> Plan:
+    """Plan every site of ``decoded``: deterministic, pure. ``function_ends``: symbol end VAs."""
+    ctx = _Ctx(decoded, options, frozenset(function_ends))
+    out: dict[int, PlannedSite] = {}
+    for site in sorted(decoded.sites, key=lambda s: s.va):
+        if site.va in out:
+            continue  # already lowered inside an earlier site's trampoline
+        steps = lower(site)
+        common = dict(va=site.va, raw=site.raw, bits=site.bits, text=site.text, entry_name=site.entry.name,
+                      cls=site.entry.cls, lowering=site.entry.lowering, site_rip_relative=site.bits == 64
+                      and "rip" in site.text, hypercall=site.entry.hypercall
+                      if site.entry.lowering is not Lowering.SHARED_PAGE_INLINE else None, steps=steps)
+        reasons: list[str] = []
+        if _in_place_fits(steps, site.size):
+            out[site.va] = PlannedSite(**common, tactic=Tactic.IN_PLACE,
+                                       patch=PatchRange(site.va, site.va + site.size))
+            continue
+        reasons.append("lowering longer than the site")
+        displaced, why = _try_trampoline(ctx, site)
+        if not why:
+            end = displaced[-1].va + displaced[-1].size if displaced else site.va + site.size
+            joined = _group_sites(ctx, displaced)
+            disp = tuple(Displaced(d.va, d.raw, f"{d.mnemonic} {d.op_str}".strip(), _needs_rip(d), d.va in joined,
+                                   _relocatable_branch(d) and _name(d) != "ret")
+                         for d in displaced)
+            seq = list(steps)
+            for d in disp:
+                seq.extend(lower(ctx.site_by_va[d.va]) if d.is_site
+                           else (Step(StepOp.REPLAY, (d.va, d.raw, d.needs_rip_relocation,
+                                                      d.needs_branch_relocation)),))
+            if not (displaced and _ends_flow(displaced[-1])):
+                seq.append(Step(StepOp.JUMP_BACK, (end,)))
+            out[site.va] = PlannedSite(**common, tactic=Tactic.TRAMPOLINE_JUMP, patch=PatchRange(site.va, end),
+                                       displaced=disp, joined=joined, sequence=tuple(seq))
+            for va in joined:
+                other = ctx.site_by_va[va]
+                out[va] = PlannedSite(va=va, raw=other.raw, bits=other.bits, text=other.text,
+                                      entry_name=other.entry.name, cls=other.entry.cls,
+                                      lowering=other.entry.lowering,
+                                      hypercall=other.entry.hypercall
+                                      if other.entry.lowering is not Lowering.SHARED_PAGE_INLINE else None,
+                                      steps=lower(other), tactic=Tactic.TRAMPOLINE_JUMP, patch=None,
+                                      site_rip_relative=other.bits == 64 and "rip" in other.text,
+                                      joined_to=site.va)
+            continue
+        reasons.append(why)
+        target, why = _try_punned(ctx, site)
+        if target is not None:
+            out[site.va] = PlannedSite(**common, tactic=Tactic.PUNNED_JUMP,
+                                       patch=PatchRange(site.va, site.va + site.size),
+                                       punned_target_va=target, reason="; ".join(reasons),
+                                       sequence=(*steps, Step(StepOp.JUMP_BACK, (site.va + site.size,))))
+            continue
+        reasons.append(why)
+        if not options.allow_trap_fallback:
+            raise PlanError(f"site {site.va:#x} ({site.text}) has no tactic: {'; '.join(reasons)}; "
+                            "hint: allow trap fallback or trampolines")
+        out[site.va] = PlannedSite(**common, tactic=Tactic.TRAP, patch=PatchRange(site.va, site.va + site.size),
+                                   trap=TrapKind.INT3 if site.size == 1 else TrapKind.INT_0X82,
+                                   reason="; ".join(reasons))
+    sites = tuple(out[va] for va in sorted(out))
+    by_tactic = Counter(s.tactic for s in sites)
+    by_class = Counter(s.cls for s in sites)
+    return Plan(sites=sites,
+                by_tactic=MappingProxyType({t: by_tactic[t] for t in LADDER if by_tactic[t]}),
+                by_class=MappingProxyType({c: by_class[c] for c in LoweringClass if by_class[c]}),
+                options=options)
+
+
+def function_ends_of(symbols: Iterable) -> frozenset[int]:
+    """End VAs of sized function symbols (``image.symbols``): a trampoline never displaces across one."""
+    return frozenset(s.va + s.size for s in symbols if getattr(s.type, "name", "") == "FUNC" and s.size)
