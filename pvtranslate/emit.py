@@ -1,0 +1,900 @@
+"""The emitter: turns a ``Plan`` into machine code, patches the input ELF and writes the output atomically.
+
+The only module that mutates LIEF objects or writes files. It never decides tactics: each
+``PlannedSite`` is emitted as planned (TRAMPOLINE_JUMP, TRAP; IN_PLACE and PUNNED_JUMP are not
+planned for the samples and are refused with ``EmitError``).
+
+Layout of the one new PT_LOAD (RWX, page aligned, placed after every existing loaded segment,
+``p_paddr`` = ``p_vaddr`` + the offset the existing loaded segments use)::
+
+    +0x0000  shared page (4 KiB, zero; the VMM writes magic/version when it maps it)
+    +0x1000  IF-bit clear table (256 bytes: b -> b & ~2), used flag-free by pushf lowerings
+    +0x1100  trampolines, 16-byte aligned, in plan order
+    ...      site table (``SITE_TABLE_*`` layout below), then the hypercall-address table
+
+Patches: ``jmp rel32`` (e9) to the trampoline; the remaining bytes of the patch range are ``int3``
+(cc), not ``nop``: nothing may jump into the range (the planner checked), so a stray jump there is a
+translation bug and should trap loudly rather than slide into the next instruction. TRAP sites:
+``int 0x82`` (cd 82) followed by ``int3`` padding, or a lone ``int3`` for a 1-byte site.
+
+Every ``int 0x82`` the emitter writes (trampolines and traps) is listed in the hypercall-address
+table so the VMM can tell recorded hypercalls from the guest's own ``int 0x82``.
+
+Flags are never changed by a lowering except where the original instruction changes them
+(``popf``): IF is merged into a pushed flags image with a lookup table and ``lea`` (flag-free);
+``popf`` rebuilds arithmetic flags with ``sahf`` and OF with ``add al, 0x7f``, DF with cld/std.
+"""
+
+from __future__ import annotations
+
+import enum
+import io
+import os
+import struct
+import tempfile
+from dataclasses import dataclass
+from typing import Sequence
+
+import capstone
+import keystone
+from capstone import x86_const as X
+
+from pvtranslate import PvTranslateError
+from pvtranslate.abi import (
+    ABI_VERSION,
+    HYPERCALL_INSN,
+    SHARED_PAGE_SIZE,
+    AbiDescriptor,
+    DescriptorQuery,
+    GuestVa,
+    Hypercall,
+    SharedOffset,
+    pack_note,
+    sreg_shadow_offset,
+)
+from pvtranslate.plan import Plan, PlannedSite, Step, StepOp, Tactic, TrapKind
+
+__all__ = [
+    "EmitError",
+    "EmitOptions",
+    "EmitResult",
+    "SiteRecord",
+    "TrampolineArea",
+    "SITE_TABLE_HEADER",
+    "SITE_TABLE_ENTRY",
+    "emit",
+    "encode_site",
+]
+
+PAGE = 0x1000
+JMP_REL32 = 0xE9
+INT3 = b"\xcc"
+_REACH = 1 << 31
+_IF_TABLE_OFF = SHARED_PAGE_SIZE
+_TRAMPOLINES_OFF = 0x1100
+
+# Site table (little-endian): header magic "PVST", u32 entry count, u32 hypercall-address count,
+# u32 reserved; entries: u64 site_va, u64 trampoline_va (0 for traps / joined), u8 tactic index in
+# Tactic order, u8 original size, u16 lowering class index, u32 reserved, 16 bytes original bytes;
+# then u64 int 0x82 address + u64 owning site_va per hypercall.
+SITE_TABLE_HEADER = struct.Struct("<4sIII")
+SITE_TABLE_ENTRY = struct.Struct("<QQBBHI16s")
+HYPERCALL_ENTRY = struct.Struct("<QQ")
+_TACTICS = tuple(Tactic)
+
+
+class EmitError(PvTranslateError):
+    """A plan could not be encoded, placed or written; no output file exists."""
+
+
+@dataclass(frozen=True)
+class EmitOptions:
+    """Policy of the emitter."""
+
+    output_path: str | os.PathLike | None = None  # None: do not write, only return the bytes
+    trampoline_align: int = 16
+
+
+class Where(enum.Enum):
+    NEW_SEGMENT = "new PT_LOAD after the highest loaded segment"
+
+
+@dataclass(frozen=True)
+class TrampolineArea:
+    va: int
+    size: int
+    where: Where
+    seg_paddr: int
+
+
+@dataclass(frozen=True)
+class SiteRecord:
+    va: int
+    raw: bytes
+    lowering: str
+    tactic: Tactic
+    trampoline_va: int | None
+    patch_bytes: bytes  # what the patch range now holds ("" for a site inside another's trampoline)
+    patch_range: tuple[int, int] | None
+    trampoline_range: tuple[int, int] | None
+    hypercall_vas: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class EmitResult:
+    output: bytes
+    area: TrampolineArea
+    shared_page_va: int
+    site_table_va: int
+    site_table_size: int
+    note: bytes
+    sites: tuple[SiteRecord, ...]
+    input_size: int
+
+    @property
+    def growth(self) -> int:
+        return len(self.output) - self.input_size
+
+
+# --------------------------------------------------------------------------- encoding
+
+_KS: dict[int, keystone.Ks] = {}
+_CS: dict[int, capstone.Cs] = {}
+
+
+def _ks(bits: int) -> keystone.Ks:
+    if bits not in _KS:
+        _KS[bits] = keystone.Ks(keystone.KS_ARCH_X86, keystone.KS_MODE_64 if bits == 64 else keystone.KS_MODE_32)
+    return _KS[bits]
+
+
+def _cs(bits: int) -> capstone.Cs:
+    if bits not in _CS:
+        md = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64 if bits == 64 else capstone.CS_MODE_32)
+        md.detail = True
+        _CS[bits] = md
+    return _CS[bits]
+
+
+def _decode_one(raw: bytes, va: int, bits: int):
+    insns = list(_cs(bits).disasm(raw, va))
+    if not insns or insns[0].size != len(raw):
+        raise EmitError(f"cannot re-decode {raw.hex()} at {va:#x}")
+    return insns[0]
+
+
+_GPR64 = {
+    **{n: "r" + n[1:] for n in ("eax", "ebx", "ecx", "edx", "esi", "edi", "esp", "ebp")},
+    **{n: "r" + n for n in ("ax", "bx", "cx", "dx", "si", "di", "sp", "bp")},
+    **{"al": "rax", "ah": "rax", "bl": "rbx", "bh": "rbx", "cl": "rcx", "ch": "rcx", "dl": "rdx", "dh": "rdx",
+       "sil": "rsi", "dil": "rdi", "spl": "rsp", "bpl": "rbp"},
+    **{f"r{i}{s}": f"r{i}" for i in range(8, 16) for s in ("d", "w", "b")},
+}
+
+
+def _full(reg: str, bits: int) -> str:
+    r64 = _GPR64.get(reg, reg)
+    return r64 if bits == 64 else ("e" + r64[1:] if r64.startswith("r") and r64[1:] in {
+        "ax", "bx", "cx", "dx", "si", "di", "sp", "bp"} else r64)
+
+
+def _reg_width(reg: str) -> int:
+    """Width in bytes of a GPR name."""
+    if reg in _GPR64.values() or reg in ("rip",):
+        return 8
+    if reg.startswith("e") or reg.endswith("d"):
+        return 4
+    if reg.endswith("l") or reg.endswith("h") or reg.endswith("b"):
+        return 1
+    return 2
+
+
+def _sized(reg: str, width: int, bits: int) -> str:
+    """``reg``'s sub-register of ``width`` bytes (reg may be any width)."""
+    base = _GPR64.get(reg, reg)
+    if base.startswith("r") and base[1:].isdigit():
+        return {8: base, 4: base + "d", 2: base + "w", 1: base + "b"}[width]
+    core = base[1:]
+    return {8: "r" + core, 4: "e" + core, 2: core,
+            1: {"ax": "al", "bx": "bl", "cx": "cl", "dx": "dl", "si": "sil", "di": "dil", "bp": "bpl",
+                "sp": "spl"}[core]}[width]
+
+
+class _Unsupported(EmitError):
+    pass
+
+
+@dataclass
+class _Mem:
+    """A memory operand of an original instruction, re-expressible at a new address and stack depth."""
+
+    base: str | None
+    index: str | None
+    scale: int
+    disp: int
+    seg: str | None
+    abs_target: int | None  # RIP-relative: the absolute address it refers to
+
+
+def _mem_of(insn, op) -> _Mem:
+    m = op.mem
+    base = insn.reg_name(m.base) if m.base else None
+    index = insn.reg_name(m.index) if m.index else None
+    seg = insn.reg_name(m.segment) if m.segment else None
+    if base == "rip":
+        return _Mem(None, None, 1, 0, seg, insn.address + insn.size + m.disp)
+    return _Mem(base, index, m.scale, m.disp, seg, None)
+
+
+class _Asm:
+    """One trampoline under construction: text lines assembled piecewise at known addresses."""
+
+    def __init__(self, start_va: int, bits: int, site_va: int, shared_va: int, if_table_va: int):
+        self.start = start_va
+        self.bits = bits
+        self.word = 8 if bits == 64 else 4
+        self.code = bytearray()
+        self.site_va = site_va
+        self.shared_va = shared_va
+        self.if_table_va = if_table_va
+        self.depth = 0  # bytes pushed by this trampoline, relative to the original rsp
+        self.hypercalls: list[int] = []
+        self.saved: list[str] = []  # register names pushed by SAVE, bottom first
+        self.deferred_discard = 0
+
+    @property
+    def pc(self) -> int:
+        return self.start + len(self.code)
+
+    def raw(self, data: bytes) -> None:
+        self.code += data
+
+    def asm(self, text: str) -> None:
+        try:
+            enc, _ = _ks(self.bits).asm(text, self.pc)
+        except keystone.KsError as exc:
+            raise EmitError(f"site {self.site_va:#x}: Keystone cannot assemble {text!r} at {self.pc:#x}: {exc}; "
+                            "hint: report this instruction form") from exc
+        if not enc:
+            raise EmitError(f"site {self.site_va:#x}: Keystone produced nothing for {text!r}")
+        self.code += bytes(enc)
+
+    def mem_ref(self, template: str, target: int) -> None:
+        """Assemble ``template`` whose ``{m}`` is a reference to absolute ``target`` (RIP-relative in 64-bit)."""
+        if self.bits == 32:
+            self.asm(template.format(m=f"[{target:#x}]"))
+            return
+        probe, _ = _ks(64).asm(template.format(m="[rip + 0x7fffffff]"), self.pc)
+        rel = target - (self.pc + len(probe))
+        if not -_REACH <= rel < _REACH:
+            raise EmitError(f"site {self.site_va:#x}: {target:#x} is beyond rel32 reach of {self.pc:#x}")
+        before = len(self.code)
+        self.asm(template.format(m=f"[rip {'+' if rel >= 0 else '-'} {abs(rel):#x}]"))
+        if len(self.code) - before != len(probe):
+            raise EmitError(f"site {self.site_va:#x}: RIP-relative encoding of {template!r} changed size")
+
+    def shared(self, off: int) -> int:
+        return self.shared_va + off
+
+    def mem_text(self, mem: _Mem, extra_depth: int = 0) -> tuple[str, int | None]:
+        """``[...]`` text for an original memory operand at the current depth; (text, abs target for RIP)."""
+        if mem.abs_target is not None:
+            return "{m}", mem.abs_target
+        if self.bits == 64 and not mem.base and not mem.index:
+            # Keystone 0.9.2 turns "[0x1234]" into a RIP-relative operand in 64-bit mode (sometimes
+            # with the literal as the displacement): re-express the absolute address RIP-relatively.
+            if mem.seg:
+                raise _Unsupported(f"segment-relative absolute operand {mem.seg}:[{mem.disp:#x}]")
+            return "{m}", mem.disp & ((1 << 64) - 1)
+        parts = []
+        disp = mem.disp
+        if mem.base:
+            parts.append(mem.base)
+            if mem.base in ("rsp", "esp", "sp"):
+                disp += self.depth + extra_depth
+        if mem.index:
+            parts.append(f"{mem.index}*{mem.scale}")
+        text = " + ".join(parts) if parts else ""
+        if disp or not parts:
+            text = f"{text} {'+' if disp >= 0 else '-'} {abs(disp):#x}" if parts else f"{disp & ((1 << self.bits) - 1):#x}"
+        seg = f"{mem.seg}:" if mem.seg else ""
+        return f"{seg}[{text}]", None
+
+    def with_mem(self, template: str, mem: _Mem, extra_depth: int = 0) -> None:
+        text, target = self.mem_text(mem, extra_depth)
+        if target is None:
+            self.asm(template.format(m=text))
+        else:
+            self.mem_ref(template, target)
+
+    def push(self, what: str) -> None:
+        self.asm(f"push {what}")
+        self.depth += self.word
+
+    def pop(self, what: str) -> None:
+        self.asm(f"pop {what}")
+        self.depth -= self.word
+
+    def jmp_rel32(self, target: int) -> None:
+        rel = target - (self.pc + 5)
+        if not -_REACH <= rel < _REACH:
+            raise EmitError(f"site {self.site_va:#x}: jump target {target:#x} beyond rel32 reach of {self.pc:#x}")
+        self.raw(bytes([JMP_REL32]) + struct.pack("<i", rel))
+
+    def hypercall(self, number: int, reg: str) -> None:
+        self.asm(f"mov {_sized(reg, 4, self.bits)}, {number:#x}")
+        self.hypercalls.append(self.pc)
+        self.raw(HYPERCALL_INSN)
+
+
+# --- argument sources --------------------------------------------------------------------------------
+
+
+@dataclass
+class _Src:
+    kind: str  # "imm" | "reg" | "lea" | "memval"
+    value: object
+
+
+def _ops(insn) -> list:
+    return list(insn.operands)
+
+
+def _operand_src(insn, op, bits: int) -> _Src:
+    if op.type == X.X86_OP_REG:
+        return _Src("reg", _full(insn.reg_name(op.reg), bits))
+    if op.type == X.X86_OP_IMM:
+        return _Src("imm", op.imm)
+    return _Src("memval", _mem_of(insn, op))
+
+
+def _mem_op(insn):
+    for op in insn.operands:
+        if op.type == X.X86_OP_MEM:
+            return op
+    raise _Unsupported(f"{insn.mnemonic} {insn.op_str}: no memory operand")
+
+
+def _operand_size(insn, bits: int) -> int:
+    if 0x66 in insn.prefix:
+        return 2
+    return 8 if bits == 64 else 4
+
+
+def _arg_source(site: PlannedSite, insn, arg: str) -> _Src:
+    h, bits = site.hypercall, site.bits
+    mn = insn.mnemonic
+    ops = _ops(insn)
+    w = lambda r: _Src("reg", _full(r, bits))  # noqa: E731
+    if h in (Hypercall.PORT_IN8, Hypercall.PORT_IN16, Hypercall.PORT_IN32,
+             Hypercall.PORT_OUT8, Hypercall.PORT_OUT16, Hypercall.PORT_OUT32):
+        if arg == "port":
+            imm = [o for o in ops if o.type == X.X86_OP_IMM]
+            return _Src("imm", imm[0].imm & 0xFF) if imm else w("dx")
+        if arg == "value":
+            return w("ax")
+    if h in (Hypercall.STRING_IN, Hypercall.STRING_OUT):
+        name = mn.split()[-1]
+        if arg == "port":
+            return w("dx")
+        if arg == "element_size":
+            return _Src("imm", {"b": 1, "w": 2, "d": 4}[name[-1]])
+        if arg == "count":
+            return w("cx") if mn.startswith(("rep", "repne")) else _Src("imm", 1)
+        if arg == "buffer_va":
+            return w("di" if h is Hypercall.STRING_IN else "si")
+        if arg == "flags":  # bit0 (DF) is left to the VMM: it reads the guest's RFLAGS.DF at the int 0x82
+            addr32 = bits == 32 or 0x67 in insn.prefix
+            return _Src("imm", 2 if addr32 else 0)
+    if h in (Hypercall.LOAD_GDT, Hypercall.LOAD_IDT):
+        if arg == "pseudo_descriptor_va":
+            return _Src("lea", _mem_of(insn, _mem_op(insn)))
+        if arg == "operand_size":  # 64-bit mode always loads a 10-byte descriptor (66 is ignored)
+            return _Src("imm", 8 if bits == 64 else _operand_size(insn, bits))
+    if h in (Hypercall.LOAD_LDT, Hypercall.LOAD_TR, Hypercall.LMSW) and arg in ("selector", "value"):
+        return _operand_src(insn, ops[0], bits)
+    if h in (Hypercall.WRITE_CR, Hypercall.WRITE_DR):
+        if arg in ("cr_index", "dr_index"):
+            return _Src("imm", int(insn.reg_name(ops[0].reg)[2:]))
+        if arg == "value":
+            return _operand_src(insn, ops[1], bits)
+    simple = {
+        (Hypercall.RDMSR, "msr"): "cx", (Hypercall.WRMSR, "msr"): "cx", (Hypercall.WRMSR, "low"): "ax",
+        (Hypercall.WRMSR, "high"): "dx", (Hypercall.XSETBV, "xcr"): "cx", (Hypercall.XSETBV, "low"): "ax",
+        (Hypercall.XSETBV, "high"): "dx", (Hypercall.XGETBV, "xcr"): "cx", (Hypercall.RDPMC, "counter"): "cx",
+        (Hypercall.CPUID, "leaf"): "ax", (Hypercall.CPUID, "subleaf"): "cx", (Hypercall.MONITOR, "va"): "ax",
+        (Hypercall.MONITOR, "extensions"): "cx", (Hypercall.MONITOR, "hints"): "dx",
+        (Hypercall.MWAIT, "hints"): "ax", (Hypercall.MWAIT, "extensions"): "cx",
+    }
+    if (h, arg) in simple:
+        return w(simple[(h, arg)])
+    if h is Hypercall.INVLPG and arg == "va":
+        return _Src("lea", _mem_of(insn, _mem_op(insn)))
+    if h is Hypercall.INVPCID:
+        if arg == "type":
+            return _operand_src(insn, ops[0], bits)
+        if arg == "descriptor_va":
+            return _Src("lea", _mem_of(insn, _mem_op(insn)))
+    if h is Hypercall.LOAD_SEGMENT:
+        if arg == "selector" and site.entry_name.startswith("pop."):
+            return _Src("memval", _Mem("rsp" if bits == 64 else "esp", None, 1, 0, None, None))
+        if arg == "sreg_index":
+            from pvtranslate.abi import SREG_SHADOW_ORDER
+            return _Src("imm", SREG_SHADOW_ORDER.index(insn.reg_name(ops[0].reg)))
+        if arg == "selector":
+            return _operand_src(insn, ops[1], bits)
+    if h is Hypercall.DESCRIPTOR_QUERY:
+        if arg == "query":
+            return _Src("imm", int(DescriptorQuery[mn.split()[-1].upper()]))
+        if arg == "selector":
+            return _operand_src(insn, ops[-1], bits)
+    if h is Hypercall.IRET:
+        if arg == "frame_va":
+            return _Src("lea", _Mem("rsp" if bits == 64 else "esp", None, 1, 0, None, None))
+        if arg == "operand_size":
+            return _Src("imm", {"iretq": 8, "iretd": 4, "iret": 2}[mn])
+    if h in (Hypercall.SYSRET, Hypercall.SYSEXIT) and arg == "operand_size":
+        return _Src("imm", 8 if mn.endswith("q") else 4)
+    if h is Hypercall.SET_AC and arg == "ac":
+        return _Src("imm", 1 if mn == "stac" else 0)
+    raise _Unsupported(f"no source for argument {arg!r} of {h.name if h else None} ({site.text})")
+
+
+def _load_args(a: _Asm, site: PlannedSite, insn, group: Sequence[Step]) -> None:
+    """Push every argument's value, then pop into the argument registers (no clobber order problems)."""
+    for st in group:
+        _reg, argname = st.args
+        src = _arg_source(site, insn, argname)
+        if src.kind == "imm":
+            v = int(src.value)
+            if not -(1 << 31) <= v < (1 << 31):
+                raise _Unsupported(f"immediate {v:#x} too wide")
+            a.asm(f"push {v:#x}")
+            a.depth += a.word
+        elif src.kind == "reg":
+            a.push(src.value)
+        elif src.kind == "lea":
+            scratch = "rax" if a.bits == 64 else "eax"
+            a.push(scratch)
+            a.with_mem(f"lea {scratch}, {{m}}", src.value)
+            a.asm(f"xchg {scratch}, {'qword' if a.bits == 64 else 'dword'} ptr [{'rsp' if a.bits == 64 else 'esp'}]")
+        else:  # memval: push the word at the operand (the VMM masks to the argument's width)
+            size = "qword" if a.bits == 64 else "dword"
+            a.with_mem(f"push {size} ptr {{m}}", src.value)
+            a.depth += a.word
+    for st in reversed(group):
+        a.pop(st.args[0])
+
+
+def _read_shared(a: _Asm, site: PlannedSite, insn, step: Step) -> None:
+    fld, dest_text = step.args
+    off = int(fld)
+    if fld is SharedOffset.SREGS:
+        sreg = next(insn.reg_name(o.reg) for o in insn.operands
+                    if o.type == X.X86_OP_REG and insn.reg_name(o.reg) in ("es", "cs", "ss", "ds", "fs", "gs"))
+        off = sreg_shadow_offset(sreg)
+    target = a.shared(off)
+    fsize = {SharedOffset.GDTR: 10, SharedOffset.IDTR: 10, SharedOffset.LDTR: 2, SharedOffset.TR: 2,
+             SharedOffset.SREGS: 2}.get(fld, 8)
+    if "[" not in dest_text:
+        reg = dest_text
+        rw = _reg_width(reg)
+        if fsize >= rw:
+            a.mem_ref(f"mov {reg}, {{m}}", target)
+        else:
+            a.mem_ref(f"movzx {_sized(reg, 4, a.bits)}, word ptr {{m}}", target)
+        return
+    # memory destination: copy through a scratch register the plan saved for us
+    scratch = a.saved[-1] if a.saved else None
+    if scratch is None:
+        raise _Unsupported("memory destination without a saved scratch register")
+    mem = _mem_of(insn, _mem_op(insn))
+    if fld in (SharedOffset.GDTR, SharedOffset.IDTR):
+        n = 10 if a.bits == 64 else 6
+        chunks = [(0, 8), (8, 2)] if n == 10 else [(0, 4), (4, 2)]
+    else:
+        chunks = [(0, 2)]
+    for o, sz in chunks:
+        r = _sized(scratch, sz, a.bits)
+        ptr = {8: "qword", 4: "dword", 2: "word"}[sz]
+        a.mem_ref(f"mov {r}, {ptr} ptr {{m}}", target + o)
+        m2 = _Mem(mem.base, mem.index, mem.scale, mem.disp + o, mem.seg,
+                  None if mem.abs_target is None else mem.abs_target + o)
+        a.with_mem(f"mov {ptr} ptr {{m}}, {r}", m2)
+
+
+def _merge_result(a: _Asm, site: PlannedSite, insn, step: Step) -> None:
+    dest, res = step.args
+    if dest == "destination if valid":
+        if insn.mnemonic in ("verr", "verw"):
+            return  # only ZF, which the VMM sets
+        dreg = insn.reg_name(insn.operands[0].reg)
+        full = _full(dreg, a.bits)
+        width = _reg_width(dreg)
+        if width == 4 and a.bits == 64:
+            width = 8  # a 32-bit write zero-extends: the VMM returns the value zero-extended
+        rv = _sized(res, width, a.bits)
+        if full in a.saved:
+            slot = (len(a.saved) - 1 - a.saved.index(full)) * a.word
+            sp = "rsp" if a.bits == 64 else "esp"
+            a.asm(f"cmovnz {rv}, [{sp} + {slot:#x}]")
+            a.asm(f"mov [{sp} + {slot:#x}], {rv}")
+        else:
+            a.asm(f"cmovz {_sized(full, width, a.bits)}, {rv}")
+        return
+    full = _full(dest, a.bits)
+    if full not in a.saved:
+        return  # the destination register was not saved: the result is already in place
+    slot = (len(a.saved) - 1 - a.saved.index(full)) * a.word
+    sp = "rsp" if a.bits == 64 else "esp"
+    a.asm(f"mov [{sp} + {slot:#x}], {_sized(res, _reg_width(dest), a.bits)}")
+
+
+def _push_flags(a: _Asm, step: Step) -> None:
+    _fld, width = step.args
+    sp = "rsp" if a.bits == 64 else "esp"
+    a.raw(b"\x66\x9c" if width == 2 else b"\x9c")  # raw: Keystone emits the 16-bit form for "pushf"
+    rc, rd = ("rcx", "rdx") if a.bits == 64 else ("ecx", "edx")
+    a.push(rc)
+    a.push(rd)
+    a.asm(f"movzx ecx, byte ptr [{sp} + {2 * a.word + 1:#x}]")
+    if a.bits == 64:
+        a.mem_ref("lea rdx, {m}", a.if_table_va)
+        a.asm("movzx ecx, byte ptr [rdx + rcx]")
+    else:
+        a.asm(f"movzx ecx, byte ptr [ecx + {a.if_table_va:#x}]")
+    a.mem_ref("movzx edx, byte ptr {m}", a.shared(SharedOffset.VIRTUAL_IF))
+    a.asm(f"lea ecx, [{rc} + {rd}*2]")
+    a.asm(f"mov byte ptr [{sp} + {2 * a.word + 1:#x}], cl")
+    a.pop(rd)
+    a.pop(rc)
+
+
+def _pop_flags(a: _Asm, step: Step) -> None:
+    """popf: IF into the virtual IF; DF, OF and SF/ZF/AF/PF/CF into the real flags (TF/AC/NT ignored).
+
+    The guest's flags image lies just below the plan's saves; it is discarded after the restores.
+    """
+    _fld, width = step.args
+    sp = "rsp" if a.bits == 64 else "esp"
+    ra, rc = ("rax", "rcx") if a.bits == 64 else ("eax", "ecx")
+    a.push(ra)
+    a.push(rc)
+    img = (len(a.saved) + 2) * a.word
+    a.asm(f"mov ecx, dword ptr [{sp} + {img:#x}]")
+    a.asm("test ch, 4")
+    a.raw(b"\x74\x03")  # jz +3
+    a.raw(b"\xfd")  # std
+    a.raw(b"\xeb\x01")  # jmp +1
+    a.raw(b"\xfc")  # cld
+    a.asm("test ch, 2")
+    a.mem_ref("setnz byte ptr {m}", a.shared(SharedOffset.VIRTUAL_IF))
+    a.asm("mov al, ch")
+    a.asm("shr al, 3")
+    a.asm("and al, 1")
+    a.asm("add al, 0x7f")
+    a.asm("mov ah, cl")
+    a.raw(b"\x9e")  # sahf
+    a.pop(rc)
+    a.pop(ra)
+    a.deferred_discard += width
+
+
+def _deliver(a: _Asm, step: Step) -> None:
+    fld, number, scratch = step.args
+    a.mem_ref(f"movzx {_sized(scratch, 4, a.bits)}, byte ptr {{m}}", a.shared(int(fld)))
+    # jrcxz/jecxz over the hypercall (mov eax, imm32 = 5 bytes; int 0x82 = 2 bytes)
+    a.raw(b"\xe3\x07" if a.bits == 64 else b"\xe3\x07")
+    start = len(a.code)
+    a.hypercall(int(number), "eax")
+    if len(a.code) - start != 7:
+        raise EmitError("deliver_if_pending: unexpected hypercall size")
+
+
+def _push_shared(a: _Asm, site: PlannedSite, insn, step: Step) -> None:
+    sreg = insn.reg_name(insn.operands[0].reg)
+    sp = "rsp" if a.bits == 64 else "esp"
+    ra = "rax" if a.bits == 64 else "eax"
+    a.asm("push 0")  # the guest's own push: not counted in the trampoline's depth
+    a.push(ra)
+    a.mem_ref("movzx eax, word ptr {m}", a.shared(sreg_shadow_offset(sreg)))
+    a.asm(f"mov [{sp} + {a.word:#x}], {ra}")
+    a.pop(ra)
+
+
+def _replay(a: _Asm, step: Step, bits: int) -> None:
+    va, raw, rip, branch = step.args
+    if branch:
+        insn = _decode_one(raw, va, bits)
+        target = insn.operands[0].imm
+        if insn.mnemonic == "jmp":
+            a.jmp_rel32(target)
+        else:
+            cc = (raw[1] if raw[0] == 0x0F else raw[0]) & 0x0F
+            rel = target - (a.pc + 6)
+            if not -_REACH <= rel < _REACH:
+                raise EmitError(f"replay of {raw.hex()} at {va:#x}: target beyond rel32 reach")
+            a.raw(bytes([0x0F, 0x80 | cc]) + struct.pack("<i", rel))
+        return
+    if rip:
+        insn = _decode_one(raw, va, bits)
+        target = va + len(raw) + struct.unpack_from("<i", raw, insn.disp_offset)[0]
+        rel = target - (a.pc + len(raw))
+        if not -_REACH <= rel < _REACH:
+            raise EmitError(f"replay of {raw.hex()} at {va:#x}: RIP target {target:#x} beyond rel32 reach")
+        out = bytearray(raw)
+        struct.pack_into("<i", out, insn.disp_offset, rel)
+        a.raw(bytes(out))
+        return
+    a.raw(raw)
+
+
+def _site_steps(a: _Asm, site: PlannedSite, steps: Sequence[Step]) -> None:
+    insn = _decode_one(site.raw, site.va, site.bits)
+    i = 0
+    a.saved = []
+    a.deferred_discard = 0
+    if site.entry_name.startswith("pop."):  # pop sreg: the popped slot goes after the restores
+        a.deferred_discard = _operand_size(insn, site.bits)
+    while i < len(steps):
+        st = steps[i]
+        op = st.op
+        if op is StepOp.SAVE:
+            a.push(st.args[0])
+            a.saved.append(st.args[0])
+        elif op is StepOp.RESTORE:
+            if not a.saved or a.saved[-1] != st.args[0]:
+                raise EmitError(f"site {site.va:#x}: restore({st.args[0]}) out of order")
+            a.pop(a.saved.pop())
+        elif op is StepOp.LOAD_ARG:
+            j = i
+            while j < len(steps) and steps[j].op is StepOp.LOAD_ARG:
+                j += 1
+            _load_args(a, site, insn, steps[i:j])
+            i = j
+            continue
+        elif op is StepOp.HYPERCALL:
+            a.hypercall(int(st.args[0]), st.args[1])
+        elif op is StepOp.STORE_SHARED:
+            fld, value = st.args
+            a.mem_ref(f"mov byte ptr {{m}}, {int(value)}", a.shared(int(fld)))
+        elif op is StepOp.READ_SHARED:
+            _read_shared(a, site, insn, st)
+        elif op is StepOp.MERGE_RESULT:
+            _merge_result(a, site, insn, st)
+        elif op is StepOp.PUSH_FLAGS_VIRTUAL_IF:
+            if a.saved:
+                raise _Unsupported("pushf lowering inside saves")
+            _push_flags(a, st)
+        elif op is StepOp.POP_FLAGS_VIRTUAL_IF:
+            _pop_flags(a, st)
+        elif op is StepOp.DELIVER_IF_PENDING:
+            _deliver(a, st)
+        elif op is StepOp.PUSH_SHARED:
+            if a.saved:
+                raise _Unsupported("push sreg lowering inside saves")
+            _push_shared(a, site, insn, st)
+        else:
+            raise _Unsupported(f"step {op.name} cannot be encoded in a site's own lowering")
+        i += 1
+    if a.saved:
+        raise EmitError(f"site {site.va:#x}: saves without restores")
+    if a.deferred_discard:
+        sp = "rsp" if a.bits == 64 else "esp"
+        a.asm(f"lea {sp}, [{sp} + {a.deferred_discard:#x}]")
+        a.deferred_discard = 0
+
+
+def encode_site(site: PlannedSite, plan_sites: dict[int, PlannedSite], start_va: int, shared_va: int,
+                if_table_va: int) -> tuple[bytes, tuple[int, ...]]:
+    """Machine code of ``site``'s trampoline at ``start_va``, and the addresses of its ``int 0x82``."""
+    a = _Asm(start_va, site.bits, site.va, shared_va, if_table_va)
+    _site_steps(a, site, site.steps)
+    for d in site.displaced:
+        if d.is_site:
+            other = plan_sites[d.va]
+            a.site_va = other.va
+            _site_steps(a, other, other.steps)
+            a.site_va = site.va
+        else:
+            _replay(a, Step(StepOp.REPLAY, (d.va, d.raw, d.needs_rip_relocation, d.needs_branch_relocation)),
+                    site.bits)
+    back = [s for s in site.sequence if s.op is StepOp.JUMP_BACK]
+    if back:
+        a.jmp_rel32(back[-1].args[0])
+    if a.depth:
+        raise EmitError(f"site {site.va:#x}: trampoline leaves {a.depth} bytes on the stack")
+    return bytes(a.code), tuple(a.hypercalls)
+
+
+# --------------------------------------------------------------------------- placement and writing
+
+
+def _page_up(n: int) -> int:
+    return (n + PAGE - 1) & ~(PAGE - 1)
+
+
+def _build_trampolines(plan: Plan, base_va: int, align: int):
+    by_va = {s.va: s for s in plan.sites}
+    shared_va = base_va
+    if_table_va = base_va + _IF_TABLE_OFF
+    blob = bytearray()
+    placed: dict[int, tuple[int, bytes, tuple[int, ...]]] = {}
+    for s in plan.sites:
+        if s.tactic is not Tactic.TRAMPOLINE_JUMP or s.joined_to is not None:
+            if s.tactic in (Tactic.IN_PLACE, Tactic.PUNNED_JUMP):
+                raise EmitError(f"site {s.va:#x}: tactic {s.tactic.name} is not emitted yet; "
+                                "hint: plan with allow_punned=False")
+            continue
+        while len(blob) % align:
+            blob += INT3
+        va = base_va + _TRAMPOLINES_OFF + len(blob)
+        try:
+            code, hcs = encode_site(s, by_va, va, shared_va, if_table_va)
+        except _Unsupported as exc:
+            raise EmitError(f"site {s.va:#x} ({s.text}): cannot encode: {exc}") from exc
+        placed[s.va] = (va, code, hcs)
+        blob += code
+    return bytes(blob), placed
+
+
+def _patch_bytes(s: PlannedSite, tramp_va: int | None) -> bytes:
+    n = len(s.patch)
+    if s.tactic is Tactic.TRAP:
+        if s.trap is TrapKind.INT3:
+            return INT3 * n
+        return HYPERCALL_INSN + INT3 * (n - 2)
+    rel = tramp_va - (s.va + 5)
+    if not -_REACH <= rel < _REACH:
+        raise EmitError(f"site {s.va:#x}: trampoline {tramp_va:#x} beyond rel32 reach (±2 GiB); "
+                        "hint: the new segment is too far from the code")
+    return bytes([JMP_REL32]) + struct.pack("<i", rel) + INT3 * (n - 5)
+
+
+def _site_table(records: Sequence[SiteRecord], plan: Plan) -> bytes:
+    by_va = {s.va: s for s in plan.sites}
+    hcs = [(h, r.va) for r in records for h in r.hypercall_vas]
+    out = bytearray(SITE_TABLE_HEADER.pack(b"PVST", len(records), len(hcs), 0))
+    classes = list(type(plan.sites[0].cls)) if plan.sites else []
+    for r in records:
+        s = by_va[r.va]
+        out += SITE_TABLE_ENTRY.pack(r.va, r.trampoline_va or 0, _TACTICS.index(r.tactic), len(r.raw),
+                                     classes.index(s.cls), 0, r.raw[:16].ljust(16, b"\0"))
+    for h, va in hcs:
+        out += HYPERCALL_ENTRY.pack(h, va)
+    return bytes(out)
+
+
+def emit(image_path: str | os.PathLike, plan: Plan, options: EmitOptions = EmitOptions()) -> EmitResult:
+    """Encode ``plan`` into ``image_path``'s bytes; write ``options.output_path`` atomically if given."""
+    import lief
+
+    lief.logging.disable()
+    with open(image_path, "rb") as fh:
+        raw_in = fh.read()
+    binary = lief.ELF.parse(io.BytesIO(raw_in))
+    if binary is None:
+        raise EmitError(f"{image_path}: LIEF cannot parse the input")
+    loads = [s for s in binary.segments if s.type == lief.ELF.Segment.TYPE.LOAD]
+    if not loads:
+        raise EmitError(f"{image_path}: no PT_LOAD segment")
+    offsets = {s.physical_address - s.virtual_address for s in loads}
+    if len(offsets) != 1:
+        raise EmitError(f"{image_path}: loaded segments use different vaddr->paddr offsets {sorted(offsets)}; "
+                        "hint: not supported yet")
+    pv_off = offsets.pop()
+    originals = [(s.virtual_address, bytes(s.content)) for s in loads]
+    # Adding the note first lets LIEF relocate the program headers before we pick our address.
+    note_probe = pack_note(AbiDescriptor(ABI_VERSION, GuestVa(0), GuestVa(0), 0))
+    nseg = lief.ELF.Segment()
+    nseg.type = lief.ELF.Segment.TYPE.NOTE
+    nseg.flags = lief.ELF.Segment.FLAGS.R
+    nseg.alignment = 4
+    nseg.content = list(note_probe)
+    note_seg = binary.add(nseg)
+    note_seg.physical_size = note_seg.virtual_size = len(note_probe)
+    for s in binary.segments:
+        if s.type == lief.ELF.Segment.TYPE.LOAD and s.physical_address == s.virtual_address and pv_off:
+            s.physical_address = s.virtual_address + pv_off  # LIEF's own phdr segment
+    top = max(s.virtual_address + s.virtual_size for s in binary.segments
+              if s.type in (lief.ELF.Segment.TYPE.LOAD, lief.ELF.Segment.TYPE.NOTE))  # LIEF's note VA too
+    base_va = _page_up(top)
+
+    tramp_blob, placed = _build_trampolines(plan, base_va, options.trampoline_align)
+    records: list[SiteRecord] = []
+    patches: list[tuple[int, bytes]] = []
+    for s in plan.sites:
+        tramp = placed.get(s.va)
+        if s.patch is not None:
+            pb = _patch_bytes(s, tramp[0] if tramp else None)
+            patches.append((s.va, pb))
+        else:
+            pb = b""
+        hcs = tramp[2] if tramp else ((s.va,) if s.tactic is Tactic.TRAP and s.trap is TrapKind.INT_0X82 else ())
+        records.append(SiteRecord(
+            va=s.va, raw=s.raw, lowering=s.lowering.name, tactic=s.tactic,
+            trampoline_va=tramp[0] if tramp else (placed[s.joined_to][0] if s.joined_to in placed else None),
+            patch_bytes=pb, patch_range=(s.patch.start_va, s.patch.end_va) if s.patch else None,
+            trampoline_range=(tramp[0], tramp[0] + len(tramp[1])) if tramp else None, hypercall_vas=hcs))
+    table_off = (_TRAMPOLINES_OFF + len(tramp_blob) + 15) & ~15
+    site_table = _site_table(records, plan)
+    site_table_va = base_va + table_off
+    content = bytearray(_TRAMPOLINES_OFF + len(tramp_blob))
+    content[_IF_TABLE_OFF:_IF_TABLE_OFF + 256] = bytes(b & ~2 for b in range(256))
+    content[_TRAMPOLINES_OFF:] = tramp_blob
+    content = content.ljust(table_off, b"\0") + site_table
+    seg = lief.ELF.Segment()
+    seg.type = lief.ELF.Segment.TYPE.LOAD
+    seg.flags = lief.ELF.Segment.FLAGS.R | lief.ELF.Segment.FLAGS.W | lief.ELF.Segment.FLAGS.X
+    seg.alignment = PAGE
+    seg.content = list(bytes(content).ljust(_page_up(len(content)), b"\0"))
+    seg.virtual_address = base_va
+    new = binary.add(seg)
+    if new.virtual_address != base_va:
+        raise EmitError(f"LIEF placed the new segment at {new.virtual_address:#x}, not {base_va:#x}")
+    new.physical_address = base_va + pv_off
+    note = pack_note(AbiDescriptor(ABI_VERSION, GuestVa(base_va), GuestVa(site_table_va), len(records)))
+    note_seg.content = list(note)
+
+    # patches go into the original segments
+    for va, pb in patches:
+        binary.patch_address(va, list(pb))
+    with tempfile.TemporaryDirectory() as tmp:
+        p = os.path.join(tmp, "out.elf")
+        binary.write(p)
+        with open(p, "rb") as fh:
+            output = fh.read()
+    _verify(output, originals, patches, base_va, pv_off, len(content))
+    area = TrampolineArea(base_va + _TRAMPOLINES_OFF, len(tramp_blob), Where.NEW_SEGMENT, base_va + pv_off)
+    result = EmitResult(output=output, area=area, shared_page_va=base_va, site_table_va=site_table_va,
+                        site_table_size=len(site_table), note=note, sites=tuple(records), input_size=len(raw_in))
+    if options.output_path is not None:
+        write_atomically(options.output_path, output)
+    return result
+
+
+def _verify(output: bytes, originals, patches, base_va: int, pv_off: int, size: int) -> None:
+    import lief
+
+    out = lief.ELF.parse(io.BytesIO(output))
+    if out is None:
+        raise EmitError("the output does not re-parse with LIEF")
+    segs = {s.virtual_address: s for s in out.segments if s.type == lief.ELF.Segment.TYPE.LOAD}
+    patched = {}
+    for va, pb in patches:
+        for k, b in enumerate(pb):
+            patched[va + k] = b
+    for va, data in originals:
+        if va not in segs:
+            raise EmitError(f"original segment at {va:#x} vanished")
+        now = bytes(segs[va].content)
+        if len(now) != len(data):
+            raise EmitError(f"segment {va:#x} changed size")
+        expected = bytearray(data)
+        for a, b in patched.items():
+            if va <= a < va + len(data):
+                expected[a - va] = b
+        if now != bytes(expected):
+            raise EmitError(f"segment {va:#x}: bytes outside the patches changed")
+    if base_va not in segs or segs[base_va].physical_address != base_va + pv_off:
+        raise EmitError("the new segment is missing or has a wrong physical address")
+
+
+def write_atomically(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temp file in the same directory and ``os.replace``."""
+    path = os.fspath(path)
+    d = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".pvtranslate-", suffix=".tmp", dir=d)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o755)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
