@@ -1,0 +1,69 @@
+"""The library entry point: load, decode, plan and emit one guest kernel, with statistics."""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .decode import Decoded, ModeRange, decode
+from .emit import EmitOptions, EmitResult, emit
+from .image import load_image
+from .plan import Plan, PlanOptions, function_ends_of, plan
+
+
+@dataclass(frozen=True)
+class TranslateOptions:
+    """Everything `translate` takes besides the input; one frozen record (STYLE)."""
+
+    output: str | os.PathLike | None = None    # None: GUEST.pv.elf beside the input; ignored if plan_only
+    plan_only: bool = False                      # stop after planning: nothing is written
+    mode_map: tuple[ModeRange, ...] = ()
+    plan_options: PlanOptions = field(default_factory=PlanOptions)
+
+
+@dataclass(frozen=True)
+class Translation:
+    """What a translation produced: the decoded sites, the plan, the output and the statistics."""
+
+    decoded: Decoded
+    plan: Plan
+    emitted: EmitResult | None
+    output_path: Path | None
+    seconds: float
+
+    @property
+    def output_bytes(self) -> bytes | None:
+        return self.emitted.output if self.emitted else None
+
+    def statistics(self) -> dict:
+        stats = {
+            "instructions": len(self.decoded.insns),
+            "sites": len(self.plan.sites),
+            "by_class": {k.name: v for k, v in sorted(self.plan.by_class.items(), key=lambda kv: kv[0].name)},
+            "by_tactic": {k.name: v for k, v in self.plan.by_tactic.items()},
+            "trap_fallback_share": round(self.plan.trap_share, 4),
+            "seconds": round(self.seconds, 3),
+        }
+        if self.emitted:
+            stats |= {"input_bytes": self.emitted.input_size, "output_bytes": len(self.emitted.output),
+                      "growth_bytes": self.emitted.growth, "output": str(self.output_path)}
+        return stats
+
+
+def default_output(guest: str | os.PathLike) -> Path:
+    path = Path(guest)
+    return path.with_name(path.stem + ".pv" + (path.suffix or ".elf"))
+
+
+def translate(guest: str | os.PathLike, options: TranslateOptions = TranslateOptions()) -> Translation:
+    """Translate `guest`; raises a `PvTranslateError` subclass (with a hint) on bad input."""
+    started = time.perf_counter()
+    image = load_image(guest)
+    decoded = decode(image, options.mode_map)
+    the_plan = plan(decoded, options.plan_options, function_ends_of(image.symbols))
+    emitted, out = None, None
+    if not options.plan_only:
+        out = Path(options.output) if options.output else default_output(guest)
+        emitted = emit(guest, the_plan, EmitOptions(output_path=out))
+    return Translation(decoded, the_plan, emitted, out, time.perf_counter() - started)

@@ -1,0 +1,54 @@
+"""The `pvtranslate` command end to end: output, report, --plan, and bad input with no output left."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+ZOO64 = ROOT / "samples" / "zoo" / "zoo64.elf"
+
+
+def pvtranslate(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, "-m", "pvtranslate", *args], capture_output=True, text=True,
+                          cwd=cwd, env=env, timeout=120)
+
+
+def test_translate_writes_output_and_report(tmp_path):
+    out, report = tmp_path / "zoo64.pv.elf", tmp_path / "report.json"
+    proc = pvtranslate(str(ZOO64), "-o", str(out), "--json", str(report), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert out.read_bytes()[:4] == b"\x7fELF"
+    data = json.loads(report.read_text())
+    assert data["statistics"]["sites"] == len(data["sites"]) > 0
+    assert "trap fallback" in proc.stdout and "by tactic" in proc.stdout
+    again = pvtranslate(str(out), "-o", str(tmp_path / "twice.elf"), cwd=tmp_path)
+    assert again.returncode == 2 and "already translated" in again.stderr
+    assert not (tmp_path / "twice.elf").exists()
+
+
+def test_default_output_name_and_plan_only(tmp_path):
+    guest = tmp_path / "zoo64.elf"
+    guest.write_bytes(ZOO64.read_bytes())
+    planned = pvtranslate(str(guest), "--plan", cwd=tmp_path)
+    assert planned.returncode == 0 and "TRAMPOLINE_JUMP" in planned.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["zoo64.elf"]      # --plan writes nothing
+    assert pvtranslate(str(guest), cwd=tmp_path).returncode == 0
+    assert (tmp_path / "zoo64.pv.elf").exists()
+
+
+@pytest.mark.parametrize("name, data, message", [
+    ("text.elf", b"not an elf at all\n", "not an ELF"),
+    ("trunc.elf", ZOO64.read_bytes()[:100], "truncated"),
+])
+def test_bad_input_leaves_no_output(tmp_path, name, data, message):
+    guest = tmp_path / name
+    guest.write_bytes(data)
+    proc = pvtranslate(str(guest), "-o", str(tmp_path / "out.elf"), cwd=tmp_path)
+    assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]
