@@ -323,7 +323,8 @@ class TestLoweringsExecute:
     """Run single trampolines of zoo64's output in Unicorn (not a guest run): flags and stack effects."""
 
     @pytest.fixture(scope="class")
-    def zoo64(self):
+    @classmethod
+    def zoo64(cls):
         path = SAMPLES / "zoo" / "zoo64.elf"
         the_plan = _plan_of(path)
         result = emit(path, the_plan)
