@@ -58,6 +58,14 @@ __all__ = [
     "unpack_descriptor",
     "pack_note",
     "unpack_note",
+    "SITE_TABLE_MAGIC",
+    "SITE_TABLE_HEADER",
+    "SITE_TABLE_ENTRY",
+    "HYPERCALL_ENTRY",
+    "SiteEntry",
+    "SiteTable",
+    "site_table_size",
+    "parse_site_table",
 ]
 
 GuestVa = NewType("GuestVa", int)
@@ -464,3 +472,70 @@ def unpack_note(data: bytes) -> AbiDescriptor:
     if note_type != NoteType.ABI:
         raise MalformedNote(f"PVTR note type {note_type} is not the ABI note ({int(NoteType.ABI)})")
     return unpack_descriptor(data[desc_off : desc_off + descsz])
+
+
+# --------------------------------------------------------------------------- site table
+
+SITE_TABLE_MAGIC = b"PVST"
+
+# Site table (little-endian), at the note's ``site_table_va``: header magic "PVST", u32 entry
+# count, u32 hypercall-address count, u32 reserved; entries: u64 site_va, u64 trampoline_va (0 for
+# traps), u8 tactic index (in pvtranslate.plan.Tactic order), u8 original size, u16 lowering class
+# index, u32 reserved, 16 bytes original bytes; then per hypercall: u64 ``int 0x82`` address, u64
+# owning site_va.
+SITE_TABLE_HEADER = struct.Struct("<4sIII")
+SITE_TABLE_ENTRY = struct.Struct("<QQBBHI16s")
+HYPERCALL_ENTRY = struct.Struct("<QQ")
+
+
+@dataclass(frozen=True)
+class SiteEntry:
+    """One translated site: where it is, where its trampoline is (0: a trap), its original bytes."""
+
+    site_va: int
+    trampoline_va: int
+    tactic_index: int
+    class_index: int
+    original: bytes
+
+    @property
+    def is_trap(self) -> bool:
+        return self.trampoline_va == 0
+
+
+@dataclass(frozen=True)
+class SiteTable:
+    """The parsed site table: sites by address and every recorded ``int 0x82`` address -> owning site."""
+
+    sites: Mapping[int, SiteEntry]
+    hypercalls: Mapping[int, int]
+
+
+def site_table_size(header: bytes) -> int:
+    """Total size in bytes of a site table, from its first ``SITE_TABLE_HEADER.size`` bytes."""
+    if len(header) < SITE_TABLE_HEADER.size:
+        raise MalformedNote(f"site table header is {len(header)} bytes, expected {SITE_TABLE_HEADER.size}")
+    magic, count, n_hc, _reserved = SITE_TABLE_HEADER.unpack_from(header)
+    if magic != SITE_TABLE_MAGIC:
+        raise MalformedNote(f"site table magic is {magic!r}, expected {SITE_TABLE_MAGIC!r}")
+    return SITE_TABLE_HEADER.size + count * SITE_TABLE_ENTRY.size + n_hc * HYPERCALL_ENTRY.size
+
+
+def parse_site_table(data: bytes) -> SiteTable:
+    """Parse a whole site table (``site_table_size`` bytes or more); raises MalformedNote."""
+    size = site_table_size(data[:SITE_TABLE_HEADER.size])
+    if len(data) < size:
+        raise MalformedNote(f"site table is {len(data)} bytes, its header claims {size}")
+    _magic, count, n_hc, _reserved = SITE_TABLE_HEADER.unpack_from(data)
+    off = SITE_TABLE_HEADER.size
+    sites: dict[int, SiteEntry] = {}
+    for _ in range(count):
+        va, tramp, tactic, n, cls, _r, raw = SITE_TABLE_ENTRY.unpack_from(data, off)
+        sites[va] = SiteEntry(va, tramp, tactic, cls, raw[:n])
+        off += SITE_TABLE_ENTRY.size
+    hypercalls: dict[int, int] = {}
+    for _ in range(n_hc):
+        hc_va, site_va = HYPERCALL_ENTRY.unpack_from(data, off)
+        hypercalls[hc_va] = site_va
+        off += HYPERCALL_ENTRY.size
+    return SiteTable(MappingProxyType(sites), MappingProxyType(hypercalls))

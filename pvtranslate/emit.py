@@ -46,6 +46,10 @@ from pvtranslate.abi import (
     SHARED_PAGE_SIZE,
     AbiDescriptor,
     DescriptorQuery,
+    HYPERCALL_ENTRY,
+    SITE_TABLE_ENTRY,
+    SITE_TABLE_HEADER,
+    SITE_TABLE_MAGIC,
     GuestVa,
     Hypercall,
     SharedOffset,
@@ -73,13 +77,7 @@ _REACH = 1 << 31
 _IF_TABLE_OFF = SHARED_PAGE_SIZE
 _TRAMPOLINES_OFF = 0x1100
 
-# Site table (little-endian): header magic "PVST", u32 entry count, u32 hypercall-address count,
-# u32 reserved; entries: u64 site_va, u64 trampoline_va (0 for traps / joined), u8 tactic index in
-# Tactic order, u8 original size, u16 lowering class index, u32 reserved, 16 bytes original bytes;
-# then u64 int 0x82 address + u64 owning site_va per hypercall.
-SITE_TABLE_HEADER = struct.Struct("<4sIII")
-SITE_TABLE_ENTRY = struct.Struct("<QQBBHI16s")
-HYPERCALL_ENTRY = struct.Struct("<QQ")
+# Site table format (SITE_TABLE_HEADER / SITE_TABLE_ENTRY / HYPERCALL_ENTRY): see pvtranslate.abi.
 _TACTICS = tuple(Tactic)
 
 
@@ -754,7 +752,7 @@ def _patch_bytes(s: PlannedSite, tramp_va: int | None) -> bytes:
 def _site_table(records: Sequence[SiteRecord], plan: Plan) -> bytes:
     by_va = {s.va: s for s in plan.sites}
     hcs = [(h, r.va) for r in records for h in r.hypercall_vas]
-    out = bytearray(SITE_TABLE_HEADER.pack(b"PVST", len(records), len(hcs), 0))
+    out = bytearray(SITE_TABLE_HEADER.pack(SITE_TABLE_MAGIC, len(records), len(hcs), 0))
     classes = list(type(plan.sites[0].cls)) if plan.sites else []
     for r in records:
         s = by_va[r.va]

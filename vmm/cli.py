@@ -99,6 +99,9 @@ def main(argv: list[str] | None = None) -> int:
         exits = ", ".join(f"{k} {v}" for k, v in sorted(result.exits.items()))
         print(f"vmm: exits: {exits or 'none'}; guest time {result.guest_time_ns / 1e6:.3f} ms"
               + (f"; {result.instructions} instructions" if result.instructions is not None else ""), file=sys.stderr)
+        if result.mode == "pv":
+            calls = ", ".join(f"{k} {v}" for k, v in sorted(result.hypercalls.items()))
+            print(f"vmm: pv mode; hypercalls: {calls or 'none'}", file=sys.stderr)
     if result.error:
         print(f"vmm: error: {result.error}", file=sys.stderr)
     return result.exit_status

@@ -9,7 +9,7 @@ from typing import Callable
 from unicorn import UC_PROT_ALL
 from unicorn import x86_const as X
 
-from . import layout
+from . import layout, pv
 from .bus import Bus
 from .clock import VirtualClock
 from .cpu import Cpu, open_engine
@@ -227,7 +227,12 @@ class Machine:
         self.fixups = CpuFixups(self.cpu, self.ram, self.lapic, self.vcpu.raise_fault, self.vcpu.watchpoints)
         self.fixups.install(candidate_sites(record.image))
         self.record = record
+        self.pv = pv.attach(self)                 # a translated guest (PVTR note): pv mode
         return record
+
+    @property
+    def mode(self) -> str:
+        return "pv" if getattr(self, "pv", None) is not None else "native"
 
     def run(self, limits: Limits = Limits()) -> None:
         self.vcpu.run(limits)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, TextIO
 
@@ -21,6 +21,8 @@ class RunResult:
     guest_time_ns: int
     instructions: int | None
     error: str | None = None
+    mode: str = "native"                       # "pv" for a translated guest (PVTR note)
+    hypercalls: dict[str, int] = field(default_factory=dict)   # pv: calls by Hypercall name ("TRAP": trap sites)
 
     @property
     def passed(self) -> bool:
@@ -62,7 +64,8 @@ def run(guest: str | Path, *, config: MachineConfig = MachineConfig(), limits: L
         except GuestError as exc:
             error, status = str(exc), exc.exit_status
         return RunResult(bytes(sink.data), status, machine.vcpu.exit_counts(), machine.clock.now_ns,
-                         machine.vcpu.instructions if limits.max_instructions is not None else None, error)
+                         machine.vcpu.instructions if limits.max_instructions is not None else None, error,
+                         machine.mode, dict(machine.vcpu.hypercalls))
     finally:
         if machine is not None:
             machine.close()

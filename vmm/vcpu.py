@@ -100,6 +100,11 @@ class Vcpu:
         self.watchpoints = Watchpoints(cpu, ram)
         self._outside: str | None = None
         self._hooks_installed = False
+        # Whether the guest accepts an external interrupt now: EFLAGS.IF natively; pv mode replaces
+        # it with the shared page's virtual IF (see vmm/pv.py).
+        self.interrupts_enabled: Callable[[], bool] = cpu.interrupts_enabled
+        self.pv = None                          # vmm.pv.PvMode in pv mode
+        self.hypercalls: Counter[str] = Counter()
 
     def raise_fault(self, event: Event) -> None:
         """An exception the VMM raises on the guest's behalf, delivered when the slice stops."""
@@ -163,7 +168,7 @@ class Vcpu:
         if timers_fired:
             self.interrupts.changed()
         if self.exit_status is not None or (self.interrupts.pending() and (
-                (self._if_watch is None and not self._if_watch_given_up) or self.cpu.interrupts_enabled())):
+                (self._if_watch is None and not self._if_watch_given_up) or self.interrupts_enabled())):
             self._request_stop()
 
     def _io_permitted(self, port: int, size: int) -> bool:
@@ -185,7 +190,7 @@ class Vcpu:
     def _make_port_hooks(self):
         """The IN and OUT exit handlers: the hottest code of the VMM, so everything is bound locally."""
         table, ports, clock, cost = self._port_table, self.ports, self.clock, self.io_cost_ns
-        interrupts, cpu, uc = self.interrupts, self.cpu, self.uc
+        interrupts, uc = self.interrupts, self.uc
         stop = uc.emu_stop
 
         def finish(fired: bool) -> None:
@@ -193,7 +198,7 @@ class Vcpu:
                 interrupts.changed()
             # Stop to take a pending interrupt, or (once) to start watching for IF if it waits for it.
             if self.exit_status is not None or (interrupts.pending() and (
-                    (self._if_watch is None and not self._if_watch_given_up) or cpu.interrupts_enabled())):
+                    (self._if_watch is None and not self._if_watch_given_up) or self.interrupts_enabled())):
                 self._request_stop()
 
         def denied(port: int, size: int) -> bool:
@@ -250,6 +255,7 @@ class Vcpu:
                 self._hook_error = exc
                 stop()
 
+        self.port_in, self.port_out = on_in, on_out     # the same path for pv port hypercalls
         return IN_CFUNC(on_in), OUT_CFUNC(on_out)
 
     def _request_stop(self) -> None:
@@ -403,8 +409,12 @@ class Vcpu:
         """Deliver a pending interrupt if the guest accepts one now; else watch for the moment it does."""
         if self.exit_status is not None or not self.interrupts.pending():
             self._disarm_if_watch()
+            if self.pv is not None:
+                self.pv.set_events_pending(False)
             return
-        if not self.cpu.interrupts_enabled():
+        if not self.interrupts_enabled():
+            if self.pv is not None:
+                self.pv.set_events_pending(True)
             if self._give_up_if_watch:
                 self._give_up_if_watch = False
                 self._disarm_if_watch(give_up=True)
@@ -425,6 +435,8 @@ class Vcpu:
             self._deliver(Event(vector, EventKind.EXTERNAL))
         if not self.interrupts.pending():
             self._disarm_if_watch()
+        if self.pv is not None:
+            self.pv.set_events_pending(self.interrupts.pending())
 
     def _arm_if_watch(self) -> None:
         """An interrupt waits for IF: check IF at every block start until the guest sets it.
@@ -447,7 +459,7 @@ class Vcpu:
             self._if_watch = None
 
     def _on_block_if_watch(self, uc, address: int, size: int, _ud) -> None:
-        if self.cpu.interrupts_enabled():
+        if self.interrupts_enabled():
             self._stop_requested = True
             uc.emu_stop()                         # before this block runs
             return
@@ -461,6 +473,12 @@ class Vcpu:
         return LinearMemory(self.ram, self.cpu.paging())
 
     def _deliver(self, event: Event) -> None:
+        if self.pv is not None:
+            self.pv.deliver(event)
+            return
+        self.deliver_native(event)
+
+    def deliver_native(self, event: Event) -> None:
         if self.cpu.cpl():
             self._user_mode_seen = True
         kind = Exit.INTERRUPT if event.kind is EventKind.EXTERNAL else Exit.EXCEPTION
@@ -481,7 +499,7 @@ class Vcpu:
         self.exits[Exit.HLT.value] += 1
         if self.trace:
             self.trace("hlt", rip=self.cpu.pc)
-        if not self.cpu.interrupts_enabled():
+        if not self.interrupts_enabled():
             raise GuestHalted(f"the guest executed hlt with interrupts disabled at {self._where(-1)}: "
                               "nothing can wake it (QEMU would hang here)")
         while not self.interrupts.pending():

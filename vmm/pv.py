@@ -1,0 +1,435 @@
+"""pv mode: owns running a translated guest — its PVTR note, site table, shared page and hypercall handler.
+
+Boot (``attach``): a kernel ELF with a ``PVTR`` note (``pvtranslate.abi``, the only pvtranslate
+module the VMM imports) is a translated guest. The site table is read from guest RAM after loading,
+the shared page gets its magic and ABI version, and the vCPU is switched to pv mode:
+
+- External interrupts are taken only while the shared page's virtual IF is 1 (not EFLAGS.IF).
+  Around every delivery into the guest the real EFLAGS.IF is set from the virtual IF (so the
+  frame carries it) and the virtual IF is then taken back from EFLAGS (an interrupt gate clears it).
+- ``int 0x82`` at an address in the site table's hypercall list is a hypercall; any other
+  ``int 0x82`` (or ``int3``) is the guest's own and goes through its IDT.
+- Hypercalls: port I/O goes through the vCPU's own IN/OUT exit handlers (same port bus, same clock
+  charge); HALT is the native ``hlt`` path. Privileged operations are carried out by Unicorn
+  itself: the VMM writes a native instruction (e.g. ``mov cr0, rsi``, ``mov ds, esi``, ``rdmsr``)
+  over the 2-byte ``int 0x82`` it stopped at, single-steps it with the argument registers in
+  place, and puts the ``int 0x82`` back. Descriptor-table loads are register writes.
+- TRAP sites (``int3`` or ``int 0x82`` in place of the instruction): cli/sti/hlt are emulated on
+  the virtual IF; any other instruction is single-stepped from its original bytes, written back at
+  the site for that one step, and execution resumes after it.
+"""
+from __future__ import annotations
+
+import struct
+
+from unicorn import x86_const as X
+
+from pvtranslate import abi
+from pvtranslate.abi import (HYPERCALL_SPECS, REGISTERS_32, REGISTERS_64, SREG_SHADOW_ORDER, Hypercall,
+                             SharedOffset)
+
+from .errors import GuestError, LoadError
+from .interrupts import GP, Event, EventKind
+from .memory import LinearMemory, translate
+
+EFLAGS_IF = 1 << 9
+EFLAGS_DF = 1 << 10
+EFLAGS_AC = 1 << 18
+PORT_HYPERCALLS = {Hypercall.PORT_IN8: 1, Hypercall.PORT_IN16: 2, Hypercall.PORT_IN32: 4,
+                   Hypercall.PORT_OUT8: 1, Hypercall.PORT_OUT16: 2, Hypercall.PORT_OUT32: 4}
+_RM = {"eax": 0, "ecx": 1, "edx": 2, "ebx": 3, "esp": 4, "ebp": 5, "esi": 6, "edi": 7,
+       "rax": 0, "rcx": 1, "rdx": 2, "rbx": 3, "rsp": 4, "rbp": 5, "rsi": 6, "rdi": 7}
+_PREFIXES = frozenset((0x66, 0x67, 0xF2, 0xF3, 0x26, 0x2E, 0x36, 0x3E, 0x64, 0x65, 0xF0))
+
+
+def _reg(name: str) -> int:
+    return getattr(X, "UC_X86_REG_" + name.upper())
+
+
+def descriptor(image) -> abi.AbiDescriptor | None:
+    """The PVTR/ABI note of a loaded kernel image, or None for an untranslated guest."""
+    note = image.note(abi.NOTE_NAME.decode(), abi.NoteType.ABI)
+    if note is None:
+        return None
+    name = abi.NOTE_NAME + b"\0"
+    record = (struct.pack("<III", len(name), len(note.desc), abi.NoteType.ABI) + name.ljust(8, b"\0")
+              + note.desc.ljust((len(note.desc) + 3) & ~3, b"\0"))
+    try:
+        return abi.unpack_note(record)
+    except abi.UnknownAbiVersion as exc:
+        raise LoadError(f"{image.path}: cannot run this translated guest: {exc}") from None
+    except abi.AbiError as exc:
+        raise LoadError(f"{image.path}: malformed PVTR note: {exc}; re-translate the guest") from None
+
+
+def _image_pa(image, va: int) -> int:
+    for seg in image.segments:
+        if seg.vaddr <= va < seg.vaddr + seg.mem_size:
+            return seg.paddr + (va - seg.vaddr)
+    raise LoadError(f"{image.path}: PV address {va:#x} is in no loaded segment; re-translate the guest")
+
+
+class PvMode:
+    """The pv-mode state of one machine: site table, shared page and the hypercall handler."""
+
+    def __init__(self, machine, desc: abi.AbiDescriptor) -> None:
+        self.machine = machine
+        self.vcpu = machine.vcpu
+        self.cpu = machine.cpu
+        self.uc = machine.uc
+        self.ram = machine.ram
+        image = machine.record.image
+        table_pa = _image_pa(image, desc.site_table_va)
+        try:
+            size = abi.site_table_size(self.ram.read(table_pa, abi.SITE_TABLE_HEADER.size))
+            self.table = abi.parse_site_table(self.ram.read(table_pa, size))
+        except abi.AbiError as exc:
+            raise LoadError(f"{image.path}: bad PV site table at {desc.site_table_va:#x}: {exc}") from None
+        if len(self.table.sites) != desc.site_count:
+            raise LoadError(f"{image.path}: PV site table holds {len(self.table.sites)} sites, the note "
+                            f"says {desc.site_count}; re-translate the guest")
+        self.desc = desc
+        self.shared_pa = _image_pa(image, desc.shared_page_va)
+        self._vif_pa = self.shared_pa + SharedOffset.VIRTUAL_IF
+        self._pending_pa = self.shared_pa + SharedOffset.EVENTS_PENDING
+        self._events_pending = None
+        page = bytearray(abi.SHARED_PAGE_SIZE)
+        page[SharedOffset.MAGIC:SharedOffset.MAGIC + 4] = abi.SHARED_PAGE_MAGIC
+        struct.pack_into("<I", page, SharedOffset.ABI_VERSION, desc.abi_version)
+        page[SharedOffset.VIRTUAL_IF] = 1 if self.cpu.interrupts_enabled() else 0
+        self.ram.write(self.shared_pa, bytes(page))
+        self.sync_shadows()
+        self.vcpu.pv = self
+        self.vcpu.interrupts_enabled = self.virtual_if
+
+    # --- shared page ---------------------------------------------------------------------------------
+    def virtual_if(self) -> bool:
+        return bool(self.ram.read(self._vif_pa, 1)[0] & 1)
+
+    def set_virtual_if(self, on: bool) -> None:
+        self.ram.write(self._vif_pa, b"\x01" if on else b"\x00")
+
+    def set_events_pending(self, pending: bool) -> None:
+        if pending != self._events_pending:
+            self._events_pending = pending
+            self.ram.write(self._pending_pa, b"\x01" if pending else b"\x00")
+
+    def sync_shadows(self) -> None:
+        """Copy the CPU state the guest reads inline (CRs, DRs, table registers, selectors) to the page."""
+        r = self.uc.reg_read
+        base = self.shared_pa
+        w = lambda off, fmt, *v: self.ram.write(base + off, struct.pack(fmt, *v))  # noqa: E731
+        for name in ("CR0", "CR2", "CR3", "CR4"):
+            w(SharedOffset[name], "<Q", r(_reg(name)))
+        w(SharedOffset.CR8, "<Q", (self.machine.lapic.read(0x80, 4) >> 4) & 0xF)
+        for n in range(8):
+            w(SharedOffset[f"DR{n}"], "<Q", r(_reg(f"DR{n}")))
+        for name, off in (("GDTR", SharedOffset.GDTR), ("IDTR", SharedOffset.IDTR)):
+            _sel, tbase, limit, _flags = r(_reg(name))
+            w(off, "<HQ", limit & 0xFFFF, tbase)
+        w(SharedOffset.LDTR, "<H", r(X.UC_X86_REG_LDTR)[0] & 0xFFFF)
+        w(SharedOffset.TR, "<H", r(X.UC_X86_REG_TR)[0] & 0xFFFF)
+        w(SharedOffset.SREGS, "<6H", *(r(_reg(s)) & 0xFFFF for s in SREG_SHADOW_ORDER))
+
+    # --- events ----------------------------------------------------------------------------------------
+    def deliver(self, event: Event) -> None:
+        """The vCPU's delivery path in pv mode: hypercalls, trap sites, else the guest's own event."""
+        if event.kind is EventKind.SOFTWARE:
+            pc = self.cpu.pc
+            if event.vector == abi.HYPERCALL_VECTOR and event.insn_len == 2 and pc - 2 in self.table.hypercalls:
+                site = self.table.sites.get(self.table.hypercalls[pc - 2])
+                if site is not None and site.is_trap and site.site_va == pc - 2:
+                    self._trap(site)
+                else:
+                    self._hypercall(pc - 2)
+                return
+            if event.vector == 3 and event.insn_len == 1:
+                site = self.table.sites.get(pc - 1)
+                if site is not None and site.is_trap:
+                    self._trap(site)
+                    return
+        self._deliver_guest(event)
+
+    def _deliver_guest(self, event: Event) -> None:
+        flags = self.cpu.eflags
+        self.cpu.eflags = (flags | EFLAGS_IF) if self.virtual_if() else (flags & ~EFLAGS_IF)
+        self.vcpu.deliver_native(event)
+        self.set_virtual_if(self.cpu.interrupts_enabled())
+        self.sync_shadows()
+
+    def _after_step(self) -> bool:
+        """After a single step: deliver the fault it raised (True), or nothing happened (False)."""
+        event = self.vcpu._event
+        if event is None:
+            return False
+        self.vcpu._event = None
+        self._deliver_guest(event)
+        return True
+
+    def _step_at(self, va: int, code: bytes, target: int | None = None) -> bool:
+        """Write ``code`` at ``va``, run exactly one instruction there, put the old bytes back.
+
+        ``target``: where the instruction transfers control (iret). Unicorn honours the one-instruction
+        count only in blocks translated under it, so the block there is dropped first; otherwise the
+        engine would run on into the guest. Returns False if the instruction faulted (the fault has
+        been delivered to the guest)."""
+        pa = translate(self.ram, self.cpu.paging(), va)
+        saved = self.ram.read(pa, len(code))
+        self.ram.write(pa, code)
+        self.uc.ctl_remove_cache(va, va + 16)
+        if target is not None:
+            self.uc.ctl_remove_cache(target, target + 16)
+        self.cpu.pc = va
+        try:
+            self.vcpu._slice(count=1)
+        finally:
+            self.ram.write(pa, saved)
+            self.uc.ctl_remove_cache(va, va + 16)
+        return not self._after_step()
+
+    # --- trap sites ------------------------------------------------------------------------------------
+    def _trap(self, site: abi.SiteEntry) -> None:
+        raw = site.original
+        self.vcpu.hypercalls["TRAP"] += 1
+        va = site.site_va
+        op = next((b for b in raw if b not in _PREFIXES and not 0x40 <= b <= 0x4F), None)
+        cpl = self.cpu.cpl()
+        if (raw in (b"\xfa", b"\xfb") and cpl > (self.cpu.eflags >> 12) & 3) or (raw == b"\xf4" and cpl):
+            self.cpu.pc = va                     # cli/sti above IOPL, hlt outside ring 0: #GP(0) at the site
+            self._deliver_guest(Event(GP, EventKind.EXCEPTION, 0))
+        elif raw == b"\xfa":                     # cli
+            self.set_virtual_if(False)
+            self.cpu.pc = va + 1
+        elif raw == b"\xfb":                     # sti
+            self.set_virtual_if(True)
+            self.cpu.pc = va + 1
+        elif raw == b"\xf4":                     # hlt
+            self.cpu.pc = va + 1
+            self.vcpu._halt()
+        else:
+            if op == 0x9C:                       # pushf: the pushed image carries the virtual IF
+                flags = self.cpu.eflags
+                self.cpu.eflags = (flags | EFLAGS_IF) if self.virtual_if() else (flags & ~EFLAGS_IF)
+            target = self._iret_target(raw) if op == 0xCF else None
+            if self._step_at(va, raw, target) and op in (0x9D, 0xCF):    # popf, iret: IF from the popped image
+                self.set_virtual_if(self.cpu.interrupts_enabled())
+            self.sync_shadows()
+
+    def _iret_target(self, raw: bytes) -> int | None:
+        """The return address an iret at the current stack would jump to."""
+        size = 8 if any(0x48 <= b <= 0x4F and b & 8 for b in raw) else 2 if 0x66 in raw else 4
+        try:
+            data = LinearMemory(self.ram, self.cpu.paging()).read(self.cpu.sp, size)
+        except Exception:
+            return None
+        return int.from_bytes(data, "little")
+
+    # --- hypercalls ------------------------------------------------------------------------------------
+    def _hypercall(self, hc_va: int) -> None:
+        bits = self.cpu.code_bits()
+        conv = REGISTERS_64 if bits == 64 else REGISTERS_32
+        r = self.uc.reg_read
+        number = r(_reg(conv.number_reg)) & 0xFFFFFFFF
+        try:
+            h = Hypercall(number)
+        except ValueError:
+            raise GuestError(f"unknown hypercall number {number} at {hc_va:#x}") from None
+        spec = HYPERCALL_SPECS[h]
+        mask = (1 << bits) - 1
+        args = {name: r(_reg(reg)) & mask for name, reg in zip(spec.args, conv.arg_regs)}
+        self.vcpu.hypercalls[h.name] += 1
+        if h in PORT_HYPERCALLS:
+            results = self._port(h, args)
+        else:
+            handler = getattr(self, "_hc_" + h.name.lower(), None)
+            if handler is None:
+                raise GuestError(f"hypercall {h.name} at {hc_va:#x} is not implemented by this VMM's pv mode")
+            self._ctx = (hc_va, bits, conv)
+            results = handler(**args)
+            self.sync_shadows()
+        if results:
+            for value, reg in zip(results, conv.result_regs):
+                self.uc.reg_write(_reg(reg), value)
+        if self.vcpu._hook_error is not None:
+            exc, self.vcpu._hook_error = self.vcpu._hook_error, None
+            raise exc
+
+    def _port(self, h: Hypercall, args: dict) -> tuple[int, ...] | None:
+        size = PORT_HYPERCALLS[h]
+        port = args["port"] & 0xFFFF
+        if self.vcpu._user_mode_seen and not self.vcpu._io_permitted(port, size):
+            # Denied by IOPL / the TSS bitmap: #GP(0), reported at the hypercall (the trampoline has
+            # already changed registers and stack, so the original instruction cannot be blamed).
+            self.cpu.pc -= 2
+            self._deliver_guest(Event(GP, EventKind.EXCEPTION, 0))
+            return None
+        if h.name.startswith("PORT_IN"):
+            return (self.vcpu.port_in(None, port, size, None) & ((1 << 8 * size) - 1),)
+        self.vcpu.port_out(None, port, size, args["value"] & ((1 << 8 * size) - 1), None)
+        return None
+
+    def _string(self, inbound: bool, port: int, element_size: int, count: int, buffer_va: int, flags: int):
+        hc_va, bits, _conv = self._ctx
+        site = self.table.sites[self.table.hypercalls[hc_va]]
+        rep = any(b in (0xF2, 0xF3) for b in site.original[:4])
+        addr_mask = 0xFFFF if flags & 4 else 0xFFFFFFFF if flags & 2 else (1 << 64) - 1
+        step = -element_size if self.cpu.eflags & EFLAGS_DF else element_size
+        mem = LinearMemory(self.ram, self.cpu.paging())
+        addr = buffer_va & addr_mask
+        port &= 0xFFFF
+        for _ in range(count & addr_mask if rep else 1):
+            if inbound:
+                value = self.vcpu.port_in(None, port, element_size, None)
+                mem.write(addr, (value & ((1 << 8 * element_size) - 1)).to_bytes(element_size, "little"))
+            else:
+                self.vcpu.port_out(None, port, element_size, int.from_bytes(mem.read(addr, element_size), "little"),
+                                   None)
+            addr = (addr + step) & addr_mask
+            if self.vcpu.exit_status is not None or self.vcpu._hook_error is not None:
+                break
+        index = "rdi" if inbound else "rsi"
+        self.uc.reg_write(_reg(index), addr)
+        if rep:
+            self.uc.reg_write(X.UC_X86_REG_RCX, 0)
+
+    def _hc_string_in(self, **a):
+        self._string(True, **a)
+
+    def _hc_string_out(self, **a):
+        self._string(False, **a)
+
+    def _hc_halt(self):
+        self.vcpu._halt()
+
+    def _hc_deliver_pending(self):
+        pass                                     # the loop takes the interrupt next, virtual IF permitting
+
+    def _native(self, code: bytes, regs: dict[str, int], outputs: tuple[str, ...] = (),
+                preserve: tuple[str, ...] = ()) -> tuple[int, ...] | None:
+        """Run one native instruction at the hypercall with ``regs`` set; read ``outputs``; restore ``preserve``."""
+        hc_va = self._ctx[0]
+        saved = {name: self.uc.reg_read(_reg(name)) for name in preserve}
+        for name, value in regs.items():
+            self.uc.reg_write(_reg(name), value)
+        ok = self._step_at(hc_va, code)
+        out = tuple(self.uc.reg_read(_reg(name)) & 0xFFFFFFFF for name in outputs)
+        for name, value in saved.items():
+            self.uc.reg_write(_reg(name), value)
+        if not ok:
+            return None
+        self.cpu.pc = hc_va + 2
+        return out
+
+    def _rm(self, arg_index: int) -> int:
+        return _RM[self._ctx[2].arg_regs[arg_index]]
+
+    def _hc_write_cr(self, cr_index: int, value: int):
+        if cr_index == 8:
+            self.machine.lapic.write(0x80, 4, (value << 4) & 0xFF)
+            return
+        self._native(bytes((0x0F, 0x22, 0xC0 | (cr_index << 3) | self._rm(1))), {})
+        self.uc.ctl_flush_tb()
+
+    def _hc_clts(self):
+        self._native(b"\x0f\x06", {})
+
+    def _hc_lmsw(self, value: int):
+        self._native(bytes((0x0F, 0x01, 0xF0 | self._rm(0))), {})
+
+    def _hc_write_dr(self, dr_index: int, value: int):
+        if not self.cpu.long_mode():
+            value &= 0xFFFFFFFF
+        self.uc.reg_write(_reg(f"DR{dr_index}"), value | 0x400 if dr_index == 7 else value)
+        self.vcpu.watchpoints.rearm()
+
+    def _hc_rdmsr(self, msr: int):
+        saved = self.uc.reg_read(X.UC_X86_REG_RCX)
+        self.uc.reg_write(X.UC_X86_REG_RCX, msr & 0xFFFFFFFF)
+        if self.machine.fixups._rdmsr(None):
+            out = (self.uc.reg_read(X.UC_X86_REG_RAX) & 0xFFFFFFFF, self.uc.reg_read(X.UC_X86_REG_RDX) & 0xFFFFFFFF)
+        else:
+            out = self._native(b"\x0f\x32", {}, ("eax", "edx"))
+        self.uc.reg_write(X.UC_X86_REG_RCX, saved)
+        return out
+
+    def _hc_wrmsr(self, msr: int, low: int, high: int):
+        saved = {n: self.uc.reg_read(_reg(n)) for n in ("rax", "rcx", "rdx")}
+        self.uc.reg_write(X.UC_X86_REG_RCX, msr & 0xFFFFFFFF)
+        self.uc.reg_write(X.UC_X86_REG_RAX, low & 0xFFFFFFFF)
+        self.uc.reg_write(X.UC_X86_REG_RDX, high & 0xFFFFFFFF)
+        if not self.machine.fixups._wrmsr(None):
+            self._native(b"\x0f\x30", {})
+        for n, v in saved.items():
+            self.uc.reg_write(_reg(n), v)
+        self.uc.ctl_flush_tb()
+
+    def _load_table(self, reg: int, pseudo_descriptor_va: int, operand_size: int) -> None:
+        mem = LinearMemory(self.ram, self.cpu.paging())
+        raw = mem.read(pseudo_descriptor_va, 10 if operand_size == 8 else 6)
+        limit = struct.unpack_from("<H", raw)[0]
+        base = int.from_bytes(raw[2:], "little")
+        if operand_size == 2:
+            base &= 0xFFFFFF
+        self.uc.reg_write(reg, (0, base, limit, 0))
+
+    def _hc_load_gdt(self, pseudo_descriptor_va: int, operand_size: int):
+        self._load_table(X.UC_X86_REG_GDTR, pseudo_descriptor_va, operand_size)
+
+    def _hc_load_idt(self, pseudo_descriptor_va: int, operand_size: int):
+        self._load_table(X.UC_X86_REG_IDTR, pseudo_descriptor_va, operand_size)
+
+    def _hc_load_segment(self, sreg_index: int, selector: int):
+        self._native(bytes((0x8E, 0xC0 | (sreg_index << 3) | self._rm(1))), {})
+
+    def _hc_load_ldt(self, selector: int):
+        self._native(bytes((0x0F, 0x00, 0xD0 | self._rm(0))), {})
+
+    def _hc_load_tr(self, selector: int):
+        self._native(bytes((0x0F, 0x00, 0xD8 | self._rm(0))), {})
+
+    def _hc_cpuid(self, leaf: int, subleaf: int):
+        regs = self.vcpu.cpuid(leaf & 0xFFFFFFFF, subleaf & 0xFFFFFFFF) if self.vcpu.cpuid else None
+        if regs is not None:
+            eax, ebx, ecx, edx = regs
+            return (eax, edx, ebx, ecx)
+        return self._native(b"\x0f\xa2", {"rax": leaf, "rcx": subleaf}, ("eax", "edx", "ebx", "ecx"))
+
+    def _hc_rdtsc(self):
+        return self._native(b"\x0f\x31", {}, ("eax", "edx"))
+
+    def _hc_iret(self, frame_va: int, operand_size: int):
+        hc_va = self._ctx[0]
+        code = {8: b"\x48\xcf", 4: b"\xcf", 2: b"\x66\xcf"}[operand_size]
+        self.uc.reg_write(X.UC_X86_REG_RSP, frame_va)
+        if self._step_at(hc_va, code, self._iret_target(code)):
+            self.set_virtual_if(self.cpu.interrupts_enabled())
+
+    def _hc_invlpg(self, va: int):
+        self.uc.ctl_flush_tb()
+
+    def _hc_monitor(self, va: int, extensions: int, hints: int):
+        pass                                     # no other CPU writes memory: nothing to arm
+
+    def _hc_mwait(self, hints: int, extensions: int):
+        pass                                     # returns at once, as a wake-up by any event may
+
+    def _hc_wbinvd(self):
+        pass
+
+    def _hc_invd(self):
+        pass
+
+    def _hc_swapgs(self):
+        self._native(b"\x0f\x01\xf8", {})
+
+    def _hc_set_ac(self, ac: int):
+        flags = self.cpu.eflags
+        self.cpu.eflags = (flags | EFLAGS_AC) if ac else (flags & ~EFLAGS_AC)
+
+
+def attach(machine) -> PvMode | None:
+    """pv mode for ``machine`` if its loaded kernel is a translated guest (call after loading)."""
+    desc = descriptor(machine.record.image)
+    if desc is None:
+        return None
+    return PvMode(machine, desc)
