@@ -175,22 +175,22 @@ class Cpu:
     def protected_mode(self) -> bool:
         return bool(self.uc.reg_read(X.UC_X86_REG_CR0) & CR0_PE)
 
+    def _hidden(self, offset: int, fmt: str) -> int:
+        """A field of CPU state Unicorn has no register for, read from a context snapshot."""
+        ctx = self.uc.context_save()
+        return struct.unpack(fmt, ctypes.string_at(ctx.context.value + offset, struct.calcsize(fmt)))[0]
+
     def segment_base(self, name: str) -> int:
         """The base address held in a segment register's descriptor cache."""
-        ctx = self.uc.context_save()
-        off = self._segments.segs + SEGMENT_INDEX[name] * self._segments.stride + 8
-        return struct.unpack("<Q", ctypes.string_at(ctx.context.value + off, 8))[0]
+        return self._hidden(self._segments.segs + SEGMENT_INDEX[name] * self._segments.stride + 8, "<Q")
 
     def interrupt_shadow(self) -> bool:
         """True right after STI or MOV SS: the CPU takes no interrupt before the next instruction."""
-        ctx = self.uc.context_save()
-        return bool(struct.unpack_from("<I", ctypes.string_at(ctx.context.value + self._segments.hflags, 4))[0]
-                    & HF_INHIBIT_IRQ)
+        return bool(self._hidden(self._segments.hflags, "<I") & HF_INHIBIT_IRQ)
 
     def code_bits(self) -> int:
         """16, 32 or 64: the operand-size default of the code segment the CPU is executing."""
-        ctx = self.uc.context_save()
-        hflags = struct.unpack_from("<I", ctypes.string_at(ctx.context.value + self._segments.hflags, 4))[0]
+        hflags = self._hidden(self._segments.hflags, "<I")
         return 64 if hflags & HF_CS64 else 32 if hflags & HF_CS32 else 16
 
     def cpl(self) -> int:

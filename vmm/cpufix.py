@@ -55,8 +55,9 @@ class CpuFixups:
     """The code hooks that make Unicorn's CPU answer as QEMU's does for the instructions above."""
 
     def __init__(self, cpu: Cpu, ram: GuestRam, lapic, raise_fault: Callable[[Event], None],
-                 watchpoints) -> None:
+                 watchpoints, interrupts_changed: Callable[[], None]) -> None:
         self.cpu = cpu
+        self.interrupts_changed = interrupts_changed   # a TPR or APIC-base write may change what is pending
         self.watchpoints = watchpoints
         self.ram = ram
         self.lapic = lapic
@@ -111,6 +112,7 @@ class CpuFixups:
         value = (uc.reg_read(X.UC_X86_REG_EDX) & 0xFFFFFFFF) << 32 | (uc.reg_read(X.UC_X86_REG_EAX) & 0xFFFFFFFF)
         if msr == MSR_APIC_BASE:
             self.lapic.write_apic_base_msr(value)
+            self.interrupts_changed()
         elif msr == MSR_MISC_ENABLE:
             self.misc_enable = value
         else:
@@ -128,6 +130,7 @@ class CpuFixups:
             return True
         if names[0] == "cr8":
             self.lapic.write(LAPIC_TPR, 4, (uc.reg_read(self._reg(insn, src)) << 4) & 0xFF)
+            self.interrupts_changed()
             return True
         if names[0] in ("dr6", "dr7") and uc.reg_read(self._reg(insn, src)) >> 32:
             self.raise_fault(Event(GP, EventKind.EXCEPTION, 0))

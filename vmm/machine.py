@@ -193,8 +193,8 @@ class Machine:
             devices["ata0-control"] = (layout.ATA_PRIMARY_CTRL_PORT, 1, self.disk.control)
         for name, (port, size, device) in devices.items():
             self.ports.attach(port, size, device, name)
-        mmio_devices = ((layout.IOAPIC_BASE, _Watched(self.ioapic, changed), "ioapic"),
-                        (layout.LAPIC_BASE, _Watched(self.lapic, changed), "lapic"))
+        mmio_devices = ((layout.IOAPIC_BASE, self.ioapic, "ioapic"),     # MMIO exits mark the router changed
+                        (layout.LAPIC_BASE, self.lapic, "lapic"))
         for base, device, name in mmio_devices:
             self.mmio.attach(base, layout.MMIO_PAGE, device, name)
         # The whole device window goes through the MMIO bus: pages no device claims read as all ones
@@ -224,7 +224,8 @@ class Machine:
         uc.reg_write(X.UC_X86_REG_EAX, record.eax)
         uc.reg_write(X.UC_X86_REG_EBX, record.ebx)
         uc.reg_write(X.UC_X86_REG_RIP, record.entry_pa)
-        self.fixups = CpuFixups(self.cpu, self.ram, self.lapic, self.vcpu.raise_fault, self.vcpu.watchpoints)
+        self.fixups = CpuFixups(self.cpu, self.ram, self.lapic, self.vcpu.raise_fault, self.vcpu.watchpoints,
+                                self.interrupts.changed)
         self.fixups.install(candidate_sites(record.image))
         self.record = record
         self.pv = pv.attach(self)                 # a translated guest (PVTR note): pv mode

@@ -326,6 +326,7 @@ class PvMode:
     def _hc_write_cr(self, cr_index: int, value: int):
         if cr_index == 8:
             self.machine.lapic.write(0x80, 4, (value << 4) & 0xFF)
+            self.machine.interrupts.changed()
             return
         self._native(bytes((0x0F, 0x22, 0xC0 | (cr_index << 3) | self._rm(1))), {})
         self.uc.ctl_flush_tb()

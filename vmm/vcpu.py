@@ -164,7 +164,8 @@ class Vcpu:
         return True
 
     def _io_done(self, timers_fired: bool) -> None:
-        """After an I/O exit: stop the slice if the guest asked to exit or an interrupt can be taken."""
+        """After an I/O exit: stop the slice if the guest asked to exit, an interrupt can be taken, or
+        one waits for IF and the IF watch is not armed yet."""
         if timers_fired:
             self.interrupts.changed()
         if self.exit_status is not None or (self.interrupts.pending() and (
@@ -190,16 +191,10 @@ class Vcpu:
     def _make_port_hooks(self):
         """The IN and OUT exit handlers: the hottest code of the VMM, so everything is bound locally."""
         table, ports, clock, cost = self._port_table, self.ports, self.clock, self.io_cost_ns
-        interrupts, uc = self.interrupts, self.uc
+        uc = self.uc
         stop = uc.emu_stop
 
-        def finish(fired: bool) -> None:
-            if fired:
-                interrupts.changed()
-            # Stop to take a pending interrupt, or (once) to start watching for IF if it waits for it.
-            if self.exit_status is not None or (interrupts.pending() and (
-                    (self._if_watch is None and not self._if_watch_given_up) or self.interrupts_enabled())):
-                self._request_stop()
+        finish = self._io_done
 
         def denied(port: int, size: int) -> bool:
             if not self._user_mode_seen or self._io_permitted(port, size):
@@ -215,12 +210,7 @@ class Vcpu:
                 if denied(port, size):
                     return 0
                 self.pio_exits += 1
-                now = clock._now_ns + cost
-                fired = now >= clock._next_due
-                if fired:
-                    clock.advance_to(now)
-                else:
-                    clock._now_ns = now
+                fired = clock.tick(cost)
                 entry = table.get(port)
                 value = ports.read(port, size) if entry is None else entry[0].read(port - entry[1], size)
                 if self.trace:
@@ -237,12 +227,7 @@ class Vcpu:
                 if denied(port, size):
                     return
                 self.pio_exits += 1
-                now = clock._now_ns + cost
-                fired = now >= clock._next_due
-                if fired:
-                    clock.advance_to(now)
-                else:
-                    clock._now_ns = now
+                fired = clock.tick(cost)
                 if self.trace:
                     self.trace("pio_out", port=port, size=size, value=value)
                 entry = table.get(port)
