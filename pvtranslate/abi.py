@@ -62,6 +62,12 @@ __all__ = [
     "SITE_TABLE_HEADER",
     "SITE_TABLE_ENTRY",
     "HYPERCALL_ENTRY",
+    "HypercallPoint",
+    "PC_MAP_ENTRY",
+    "PcKind",
+    "PcMapEntry",
+    "UNWIND_REGISTERS",
+    "unwind_index",
     "SiteEntry",
     "SiteTable",
     "site_table_size",
@@ -71,8 +77,8 @@ __all__ = [
 GuestVa = NewType("GuestVa", int)
 """A guest-virtual address (as the translated kernel sees it)."""
 
-ABI_VERSION = 1
-SUPPORTED_ABI_VERSIONS: tuple[int, ...] = (1,)
+ABI_VERSION = 2  # 2: hypercall records carry the trampoline's saved registers (fault unwinding)
+SUPPORTED_ABI_VERSIONS: tuple[int, ...] = (2,)
 
 
 class AbiError(PvTranslateError):
@@ -156,6 +162,9 @@ class Hypercall(enum.IntEnum):
     SYSEXIT = 38
     # EFLAGS.AC (SMAP)
     SET_AC = 39
+    # rare forms whose faults depend on state no inline lowering sees (mov from dr4/dr5): the VMM
+    # runs the original instruction on the guest's own registers, at the site's address
+    EMULATE = 40
 
 
 class DescriptorQuery(enum.IntEnum):
@@ -228,6 +237,7 @@ _SPECS: tuple[HypercallSpec, ...] = (
     HypercallSpec(_H.SYSRET, ("operand_size",), ()),
     HypercallSpec(_H.SYSEXIT, ("operand_size",), ()),
     HypercallSpec(_H.SET_AC, ("ac",), ()),
+    HypercallSpec(_H.EMULATE, (), ()),
 )
 
 
@@ -399,10 +409,10 @@ class AbiDescriptor:
     flags: int = 0
 
 
-# Version 1: u32 abi_version, u32 flags, u64 shared_page_va, u64 site_table_va, u32 site_count,
+# Version 2 (as 1): u32 abi_version, u32 flags, u64 shared_page_va, u64 site_table_va, u32 site_count,
 # u32 reserved (0). Every layout starts with the u32 version so any version can be recognised.
 _VERSION_PREFIX = struct.Struct("<I")
-_DESCRIPTOR_LAYOUTS: Mapping[int, struct.Struct] = MappingProxyType({1: struct.Struct("<IIQQII")})
+_DESCRIPTOR_LAYOUTS: Mapping[int, struct.Struct] = MappingProxyType({2: struct.Struct("<IIQQII")})
 if set(_DESCRIPTOR_LAYOUTS) != set(SUPPORTED_ABI_VERSIONS):
     raise AbiError("every supported ABI version needs a descriptor layout")
 
@@ -479,13 +489,64 @@ def unpack_note(data: bytes) -> AbiDescriptor:
 SITE_TABLE_MAGIC = b"PVST"
 
 # Site table (little-endian), at the note's ``site_table_va``: header magic "PVST", u32 entry
-# count, u32 hypercall-address count, u32 reserved; entries: u64 site_va, u64 trampoline_va (0 for
+# count, u32 hypercall-address count, u32 pc-map count; entries: u64 site_va, u64 trampoline_va (0 for
 # traps), u8 tactic index (in pvtranslate.plan.Tactic order), u8 original size, u16 lowering class
 # index, u32 reserved, 16 bytes original bytes; then per hypercall: u64 ``int 0x82`` address, u64
-# owning site_va.
+# owning site_va, u8 count of registers the trampoline has pushed at that ``int 0x82`` and, in push
+# order, their ``UNWIND_REGISTERS`` indexes (15 bytes). Nothing else is on the stack there, so a
+# fault raised by the hypercall is delivered at the site after popping them (``unwind``). Then the
+# pc map: per guest-instruction boundary inside a trampoline, u64 trampoline address, u64 original
+# address, u32 ``PcKind``: where each lowered site and each displaced instruction starts, and the
+# final jump back.
 SITE_TABLE_HEADER = struct.Struct("<4sIII")
 SITE_TABLE_ENTRY = struct.Struct("<QQBBHI16s")
-HYPERCALL_ENTRY = struct.Struct("<QQ")
+HYPERCALL_ENTRY = struct.Struct("<QQB15s")
+PC_MAP_ENTRY = struct.Struct("<QQI")
+
+
+class PcKind(enum.IntEnum):
+    """What starts at a pc-map boundary of a trampoline."""
+
+    SITE = 0     # the lowering of the site at the original address
+    REPLAY = 1   # a displaced instruction, replayed
+    BACK = 2     # the jump back to the original code
+
+
+@dataclass(frozen=True)
+class PcMapEntry:
+    trampoline_va: int
+    original_va: int
+    kind: PcKind
+
+    def pack(self) -> bytes:
+        return PC_MAP_ENTRY.pack(self.trampoline_va, self.original_va, int(self.kind))
+UNWIND_REGISTERS: tuple[str, ...] = ("rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi",
+                                     "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15")
+"""Register indexes of the unwind records, hardware order (a 32-bit ``eax`` is ``rax``)."""
+
+
+def unwind_index(reg: str) -> int:
+    """Index in ``UNWIND_REGISTERS`` of a full-width register name (rax or eax, r8 ...)."""
+    name = "r" + reg[1:] if reg.startswith("e") else reg
+    try:
+        return UNWIND_REGISTERS.index(name)
+    except ValueError:
+        raise AbiError(f"{reg!r} is not a general register an unwind record can name") from None
+
+
+@dataclass(frozen=True)
+class HypercallPoint:
+    """One recorded ``int 0x82``: its owning site and the registers pushed above the site's stack."""
+
+    va: int
+    site_va: int
+    saved: tuple[str, ...] = ()  # ``UNWIND_REGISTERS`` names, push order (the last is on top)
+
+    def pack(self) -> bytes:
+        if len(self.saved) > 15:
+            raise AbiError(f"hypercall at {self.va:#x}: {len(self.saved)} saved registers, at most 15 fit")
+        codes = bytes(unwind_index(r) for r in self.saved)
+        return HYPERCALL_ENTRY.pack(self.va, self.site_va, len(codes), codes.ljust(15, b"\0"))
 
 
 @dataclass(frozen=True)
@@ -509,16 +570,19 @@ class SiteTable:
 
     sites: Mapping[int, SiteEntry]
     hypercalls: Mapping[int, int]
+    unwind: Mapping[int, tuple[str, ...]]  # int 0x82 address -> registers pushed there, push order
+    pc_map: tuple[PcMapEntry, ...] = ()     # sorted by trampoline address
 
 
 def site_table_size(header: bytes) -> int:
     """Total size in bytes of a site table, from its first ``SITE_TABLE_HEADER.size`` bytes."""
     if len(header) < SITE_TABLE_HEADER.size:
         raise MalformedNote(f"site table header is {len(header)} bytes, expected {SITE_TABLE_HEADER.size}")
-    magic, count, n_hc, _reserved = SITE_TABLE_HEADER.unpack_from(header)
+    magic, count, n_hc, n_pc = SITE_TABLE_HEADER.unpack_from(header)
     if magic != SITE_TABLE_MAGIC:
         raise MalformedNote(f"site table magic is {magic!r}, expected {SITE_TABLE_MAGIC!r}")
-    return SITE_TABLE_HEADER.size + count * SITE_TABLE_ENTRY.size + n_hc * HYPERCALL_ENTRY.size
+    return (SITE_TABLE_HEADER.size + count * SITE_TABLE_ENTRY.size + n_hc * HYPERCALL_ENTRY.size
+            + n_pc * PC_MAP_ENTRY.size)
 
 
 def parse_site_table(data: bytes) -> SiteTable:
@@ -526,7 +590,7 @@ def parse_site_table(data: bytes) -> SiteTable:
     size = site_table_size(data[:SITE_TABLE_HEADER.size])
     if len(data) < size:
         raise MalformedNote(f"site table is {len(data)} bytes, its header claims {size}")
-    _magic, count, n_hc, _reserved = SITE_TABLE_HEADER.unpack_from(data)
+    _magic, count, n_hc, n_pc = SITE_TABLE_HEADER.unpack_from(data)
     off = SITE_TABLE_HEADER.size
     sites: dict[int, SiteEntry] = {}
     for _ in range(count):
@@ -534,8 +598,20 @@ def parse_site_table(data: bytes) -> SiteTable:
         sites[va] = SiteEntry(va, tramp, tactic, cls, raw[:n])
         off += SITE_TABLE_ENTRY.size
     hypercalls: dict[int, int] = {}
+    unwind: dict[int, tuple[str, ...]] = {}
     for _ in range(n_hc):
-        hc_va, site_va = HYPERCALL_ENTRY.unpack_from(data, off)
+        hc_va, site_va, n_saved, codes = HYPERCALL_ENTRY.unpack_from(data, off)
+        if n_saved > 15 or any(c >= len(UNWIND_REGISTERS) for c in codes[:n_saved]):
+            raise MalformedNote(f"hypercall record at {hc_va:#x}: bad unwind data")
         hypercalls[hc_va] = site_va
+        unwind[hc_va] = tuple(UNWIND_REGISTERS[c] for c in codes[:n_saved])
         off += HYPERCALL_ENTRY.size
-    return SiteTable(MappingProxyType(sites), MappingProxyType(hypercalls))
+    pc_map = []
+    for _ in range(n_pc):
+        tramp, orig, kind = PC_MAP_ENTRY.unpack_from(data, off)
+        if kind not in PcKind._value2member_map_:
+            raise MalformedNote(f"pc map entry at {tramp:#x}: unknown kind {kind}")
+        pc_map.append(PcMapEntry(tramp, orig, PcKind(kind)))
+        off += PC_MAP_ENTRY.size
+    return SiteTable(MappingProxyType(sites), MappingProxyType(hypercalls), MappingProxyType(unwind),
+                     tuple(sorted(pc_map, key=lambda e: e.trampoline_va)))

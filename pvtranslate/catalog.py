@@ -79,6 +79,12 @@ class Lowering(enum.Enum):
     SHARED_PAGE_INLINE = "read or write the shared page inline, no exit"
     HYPERCALL = "one hypercall per execution"
     STRING_HYPERCALL = "one hypercall for the whole string"
+    # A selector read (mov r/m, sreg; push sreg) is sensitive because RPL(cs/ss) shows the CPL. This
+    # ABI keeps the guest at its own privilege level (the VMM virtualizes IF, tables and CRs, not
+    # rings), so the virtual selector is the real one: the trampoline runs the read itself. A
+    # shared-page shadow would go stale, as lds/lfs/lgs/lss, far transfers and iret change selectors
+    # without an exit.
+    SELECTOR_READ_INLINE = "the trampoline reads the selector itself (virtual CPL = real CPL), no exit"
 
 
 class Form(enum.Enum):
@@ -181,7 +187,10 @@ ENTRIES: tuple[CatalogEntry, ...] = (
     E("str", X.X86_INS_STR, Form.PLAIN, 0, _C.PRIVILEGED_READ, _U, _L.SHARED_PAGE_INLINE, shared_field=_S.TR),
     E("smsw", X.X86_INS_SMSW, Form.PLAIN, 0, _C.PRIVILEGED_READ, _U, _L.SHARED_PAGE_INLINE, shared_field=_S.CR0),
     *(E(f"mov.from.{n}", X.X86_INS_MOV, Form.CTRL_READ, r, _C.PRIVILEGED_READ, _P, _L.SHARED_PAGE_INLINE,
-        shared_field=f) for n, r, f in _CRS + _DRS),
+        shared_field=f) for n, r, f in _CRS + _DRS if n not in ("dr4", "dr5")),
+    # dr4/dr5 alias dr6/dr7 only while CR4.DE is clear (else #UD): the original runs in the VMM
+    *(E(f"mov.from.{n}", X.X86_INS_MOV, Form.CTRL_READ, r, _C.PRIVILEGED_READ, _P, _L.HYPERCALL, _H.EMULATE)
+      for n, r, _f in _DRS if n in ("dr4", "dr5")),
     # ---- privileged writes: hypercall
     *(E(f"mov.to.{n}", X.X86_INS_MOV, Form.CTRL_WRITE, r, _C.PRIVILEGED_WRITE, _P, _L.HYPERCALL, _H.WRITE_CR)
       for n, r, _f in _CRS),
@@ -216,9 +225,9 @@ ENTRIES: tuple[CatalogEntry, ...] = (
     E("xgetbv", X.X86_INS_XGETBV, Form.PLAIN, 0, _C.UNPRIVILEGED_SENSITIVE_OTHER, _U, _L.HYPERCALL, _H.XGETBV),
     # segment registers: reads from the selector shadows, loads through the VMM (descriptor checks)
     *(E(f"mov.from.{n}", X.X86_INS_MOV, Form.SREG_READ, r, _C.UNPRIVILEGED_SENSITIVE_OTHER, _U,
-        _L.SHARED_PAGE_INLINE, shared_field=_S.SREGS) for n, r in _SREGS),
+        _L.SELECTOR_READ_INLINE) for n, r in _SREGS),
     *(E(f"push.{n}", X.X86_INS_PUSH, Form.SREG_PUSH, r, _C.UNPRIVILEGED_SENSITIVE_OTHER, _U,
-        _L.SHARED_PAGE_INLINE, shared_field=_S.SREGS) for n, r in _SREGS),
+        _L.SELECTOR_READ_INLINE) for n, r in _SREGS),
     *(E(f"mov.to.{n}", X.X86_INS_MOV, Form.SREG_WRITE, r, _C.UNPRIVILEGED_SENSITIVE_OTHER, _U,
         _L.HYPERCALL, _H.LOAD_SEGMENT) for n, r in _SREG_WRITABLE),
     *(E(f"pop.{n}", X.X86_INS_POP, Form.SREG_POP, r, _C.UNPRIVILEGED_SENSITIVE_OTHER, _U,
@@ -251,6 +260,9 @@ def _check_entry(entry: CatalogEntry) -> None:
             raise CatalogError(f"{where}: an inline lowering may only call DELIVER_PENDING")
         if (entry.hypercall is Hypercall.DELIVER_PENDING) != entry.can_enable_interrupts:
             raise CatalogError(f"{where}: DELIVER_PENDING goes with can_enable_interrupts")
+    elif entry.lowering is Lowering.SELECTOR_READ_INLINE:
+        if entry.form not in (Form.SREG_READ, Form.SREG_PUSH) or entry.hypercall is not None:
+            raise CatalogError(f"{where}: SELECTOR_READ_INLINE is for selector reads, without a hypercall")
     elif entry.hypercall is None:
         raise CatalogError(f"{where}: lowering {entry.lowering.name} needs a hypercall")
     if (entry.lowering is Lowering.STRING_HYPERCALL) != (entry.cls is LoweringClass.STRING_IO):

@@ -46,15 +46,16 @@ from pvtranslate.abi import (
     SHARED_PAGE_SIZE,
     AbiDescriptor,
     DescriptorQuery,
-    HYPERCALL_ENTRY,
     SITE_TABLE_ENTRY,
     SITE_TABLE_HEADER,
     SITE_TABLE_MAGIC,
     GuestVa,
     Hypercall,
+    HypercallPoint,
+    PcKind,
+    PcMapEntry,
     SharedOffset,
     pack_note,
-    sreg_shadow_offset,
 )
 from pvtranslate.plan import Plan, PlannedSite, Step, StepOp, Tactic, TrapKind
 
@@ -115,7 +116,12 @@ class SiteRecord:
     patch_bytes: bytes  # what the patch range now holds ("" for a site inside another's trampoline)
     patch_range: tuple[int, int] | None
     trampoline_range: tuple[int, int] | None
-    hypercall_vas: tuple[int, ...] = ()
+    hypercalls: tuple[HypercallPoint, ...] = ()  # every int 0x82 of the trampoline (or the trap)
+    pc_map: tuple[PcMapEntry, ...] = ()           # the trampoline's guest-instruction boundaries
+
+    @property
+    def hypercall_vas(self) -> tuple[int, ...]:
+        return tuple(h.va for h in self.hypercalls)
 
 
 @dataclass(frozen=True)
@@ -236,7 +242,8 @@ class _Asm:
         self.shared_va = shared_va
         self.if_table_va = if_table_va
         self.depth = 0  # bytes pushed by this trampoline, relative to the original rsp
-        self.hypercalls: list[int] = []
+        self.hypercalls: list[HypercallPoint] = []
+        self.pc_map: list[PcMapEntry] = []  # guest-instruction boundaries (pvtranslate.abi.PcKind)
         self.saved: list[str] = []  # register names pushed by SAVE, bottom first
         self.deferred_discard = 0
 
@@ -313,6 +320,9 @@ class _Asm:
         self.asm(f"pop {what}")
         self.depth -= self.word
 
+    def mark(self, original_va: int, kind: PcKind) -> None:
+        self.pc_map.append(PcMapEntry(self.pc, original_va, kind))
+
     def jmp_rel32(self, target: int) -> None:
         rel = target - (self.pc + 5)
         if not -_REACH <= rel < _REACH:
@@ -321,7 +331,10 @@ class _Asm:
 
     def hypercall(self, number: int, reg: str) -> None:
         self.asm(f"mov {_sized(reg, 4, self.bits)}, {number:#x}")
-        self.hypercalls.append(self.pc)
+        if self.depth != len(self.saved) * self.word:
+            raise EmitError(f"site {self.site_va:#x}: {self.depth} bytes pushed at a hypercall, but "
+                            f"{len(self.saved)} saved registers: a fault there could not be unwound")
+        self.hypercalls.append(HypercallPoint(self.pc, self.site_va, tuple(self.saved)))
         self.raw(HYPERCALL_INSN)
 
 
@@ -466,14 +479,8 @@ def _load_args(a: _Asm, site: PlannedSite, insn, group: Sequence[Step]) -> None:
 
 def _read_shared(a: _Asm, site: PlannedSite, insn, step: Step) -> None:
     fld, dest_text = step.args
-    off = int(fld)
-    if fld is SharedOffset.SREGS:
-        sreg = next(insn.reg_name(o.reg) for o in insn.operands
-                    if o.type == X.X86_OP_REG and insn.reg_name(o.reg) in ("es", "cs", "ss", "ds", "fs", "gs"))
-        off = sreg_shadow_offset(sreg)
-    target = a.shared(off)
-    fsize = {SharedOffset.GDTR: 10, SharedOffset.IDTR: 10, SharedOffset.LDTR: 2, SharedOffset.TR: 2,
-             SharedOffset.SREGS: 2}.get(fld, 8)
+    target = a.shared(int(fld))
+    fsize = {SharedOffset.GDTR: 10, SharedOffset.IDTR: 10, SharedOffset.LDTR: 2, SharedOffset.TR: 2}.get(fld, 8)
     if "[" not in dest_text:
         reg = dest_text
         rw = _reg_width(reg)
@@ -487,14 +494,23 @@ def _read_shared(a: _Asm, site: PlannedSite, insn, step: Step) -> None:
     if scratch is None:
         raise _Unsupported("memory destination without a saved scratch register")
     mem = _mem_of(insn, _mem_op(insn))
-    if fld in (SharedOffset.GDTR, SharedOffset.IDTR):
-        n = 10 if a.bits == 64 else 6
-        chunks = [(0, 8), (8, 2)] if n == 10 else [(0, 4), (4, 2)]
+    zeros: list[tuple[int, int]] = []
+    if fld in (SharedOffset.GDTR, SharedOffset.IDTR) and 0x66 in insn.prefix:
+        # 16-bit operand size: a 24-bit base is stored, the bytes above it are zero (as QEMU does)
+        chunks = [(0, 4), (4, 1)]
+        zeros = [(5, 1), (6, 4)] if a.bits == 64 else [(5, 1)]
+    elif fld in (SharedOffset.GDTR, SharedOffset.IDTR):
+        chunks = [(0, 8), (8, 2)] if a.bits == 64 else [(0, 4), (4, 2)]
     else:
         chunks = [(0, 2)]
+    ptrs = {8: "qword", 4: "dword", 2: "word", 1: "byte"}
+    for o, sz in zeros:
+        m2 = _Mem(mem.base, mem.index, mem.scale, mem.disp + o, mem.seg,
+                  None if mem.abs_target is None else mem.abs_target + o)
+        a.with_mem(f"mov {ptrs[sz]} ptr {{m}}, 0", m2)
     for o, sz in chunks:
         r = _sized(scratch, sz, a.bits)
-        ptr = {8: "qword", 4: "dword", 2: "word"}[sz]
+        ptr = ptrs[sz]
         a.mem_ref(f"mov {r}, {ptr} ptr {{m}}", target + o)
         m2 = _Mem(mem.base, mem.index, mem.scale, mem.disp + o, mem.seg,
                   None if mem.abs_target is None else mem.abs_target + o)
@@ -549,33 +565,24 @@ def _push_flags(a: _Asm, step: Step) -> None:
 
 
 def _pop_flags(a: _Asm, step: Step) -> None:
-    """popf: IF into the virtual IF; DF, OF and SF/ZF/AF/PF/CF into the real flags (TF/AC/NT ignored).
+    """popf: the image's IF into the virtual IF, then a native popf of the image on top of the stack.
 
-    The guest's flags image lies just below the plan's saves; it is discarded after the restores.
+    The native popf sets every other flag as the original does (IOPL, NT, AC, ID, TF, DF and the
+    arithmetic flags); the real IF it also sets means nothing in pv mode, where only the virtual IF
+    gates interrupts. The pending-event check comes after, with the flags final.
     """
     _fld, width = step.args
+    if a.saved:
+        raise _Unsupported("popf lowering inside saves")
     sp = "rsp" if a.bits == 64 else "esp"
-    ra, rc = ("rax", "rcx") if a.bits == 64 else ("eax", "ecx")
+    ra = "rax" if a.bits == 64 else "eax"
     a.push(ra)
-    a.push(rc)
-    img = (len(a.saved) + 2) * a.word
-    a.asm(f"mov ecx, dword ptr [{sp} + {img:#x}]")
-    a.asm("test ch, 4")
-    a.raw(b"\x74\x03")  # jz +3
-    a.raw(b"\xfd")  # std
-    a.raw(b"\xeb\x01")  # jmp +1
-    a.raw(b"\xfc")  # cld
-    a.asm("test ch, 2")
-    a.mem_ref("setnz byte ptr {m}", a.shared(SharedOffset.VIRTUAL_IF))
-    a.asm("mov al, ch")
-    a.asm("shr al, 3")
-    a.asm("and al, 1")
-    a.asm("add al, 0x7f")
-    a.asm("mov ah, cl")
-    a.raw(b"\x9e")  # sahf
-    a.pop(rc)
+    a.asm(f"movzx eax, byte ptr [{sp} + {a.word + 1:#x}]")  # flags bits 8-15: IF is bit 1
+    a.asm("shr eax, 1")
+    a.asm("and eax, 1")
+    a.mem_ref("mov byte ptr {m}, al", a.shared(SharedOffset.VIRTUAL_IF))
     a.pop(ra)
-    a.deferred_discard += width
+    a.raw(b"\x66\x9d" if width == 2 else b"\x9d")  # raw: Keystone emits the 16-bit form for "popf"
 
 
 def _deliver(a: _Asm, step: Step) -> None:
@@ -587,17 +594,6 @@ def _deliver(a: _Asm, step: Step) -> None:
     a.hypercall(int(number), "eax")
     if len(a.code) - start != 7:
         raise EmitError("deliver_if_pending: unexpected hypercall size")
-
-
-def _push_shared(a: _Asm, site: PlannedSite, insn, step: Step) -> None:
-    sreg = insn.reg_name(insn.operands[0].reg)
-    sp = "rsp" if a.bits == 64 else "esp"
-    ra = "rax" if a.bits == 64 else "eax"
-    a.asm("push 0")  # the guest's own push: not counted in the trampoline's depth
-    a.push(ra)
-    a.mem_ref("movzx eax, word ptr {m}", a.shared(sreg_shadow_offset(sreg)))
-    a.asm(f"mov [{sp} + {a.word:#x}], {ra}")
-    a.pop(ra)
 
 
 def _replay(a: _Asm, step: Step, bits: int) -> None:
@@ -668,10 +664,8 @@ def _site_steps(a: _Asm, site: PlannedSite, steps: Sequence[Step]) -> None:
             _pop_flags(a, st)
         elif op is StepOp.DELIVER_IF_PENDING:
             _deliver(a, st)
-        elif op is StepOp.PUSH_SHARED:
-            if a.saved:
-                raise _Unsupported("push sreg lowering inside saves")
-            _push_shared(a, site, insn, st)
+        elif op is StepOp.REPLAY:
+            _replay(a, st, site.bits)
         else:
             raise _Unsupported(f"step {op.name} cannot be encoded in a site's own lowering")
         i += 1
@@ -684,25 +678,29 @@ def _site_steps(a: _Asm, site: PlannedSite, steps: Sequence[Step]) -> None:
 
 
 def encode_site(site: PlannedSite, plan_sites: dict[int, PlannedSite], start_va: int, shared_va: int,
-                if_table_va: int) -> tuple[bytes, tuple[int, ...]]:
-    """Machine code of ``site``'s trampoline at ``start_va``, and the addresses of its ``int 0x82``."""
+                if_table_va: int) -> tuple[bytes, tuple[HypercallPoint, ...], tuple[PcMapEntry, ...]]:
+    """Machine code of ``site``'s trampoline at ``start_va``, its ``int 0x82`` records and its pc map."""
     a = _Asm(start_va, site.bits, site.va, shared_va, if_table_va)
+    a.mark(site.va, PcKind.SITE)
     _site_steps(a, site, site.steps)
     for d in site.displaced:
         if d.is_site:
             other = plan_sites[d.va]
             a.site_va = other.va
+            a.mark(other.va, PcKind.SITE)
             _site_steps(a, other, other.steps)
             a.site_va = site.va
         else:
+            a.mark(d.va, PcKind.REPLAY)
             _replay(a, Step(StepOp.REPLAY, (d.va, d.raw, d.needs_rip_relocation, d.needs_branch_relocation)),
                     site.bits)
     back = [s for s in site.sequence if s.op is StepOp.JUMP_BACK]
     if back:
+        a.mark(back[-1].args[0], PcKind.BACK)
         a.jmp_rel32(back[-1].args[0])
     if a.depth:
         raise EmitError(f"site {site.va:#x}: trampoline leaves {a.depth} bytes on the stack")
-    return bytes(a.code), tuple(a.hypercalls)
+    return bytes(a.code), tuple(a.hypercalls), tuple(a.pc_map)
 
 
 # --------------------------------------------------------------------------- placement and writing
@@ -728,10 +726,10 @@ def _build_trampolines(plan: Plan, base_va: int, align: int):
             blob += INT3
         va = base_va + _TRAMPOLINES_OFF + len(blob)
         try:
-            code, hcs = encode_site(s, by_va, va, shared_va, if_table_va)
+            code, hcs, pc_map = encode_site(s, by_va, va, shared_va, if_table_va)
         except _Unsupported as exc:
             raise EmitError(f"site {s.va:#x} ({s.text}): cannot encode: {exc}") from exc
-        placed[s.va] = (va, code, hcs)
+        placed[s.va] = (va, code, hcs, pc_map)
         blob += code
     return bytes(blob), placed
 
@@ -751,15 +749,18 @@ def _patch_bytes(s: PlannedSite, tramp_va: int | None) -> bytes:
 
 def _site_table(records: Sequence[SiteRecord], plan: Plan) -> bytes:
     by_va = {s.va: s for s in plan.sites}
-    hcs = [(h, r.va) for r in records for h in r.hypercall_vas]
-    out = bytearray(SITE_TABLE_HEADER.pack(SITE_TABLE_MAGIC, len(records), len(hcs), 0))
+    hcs = [h for r in records for h in r.hypercalls]
+    pcs = [e for r in records for e in r.pc_map]
+    out = bytearray(SITE_TABLE_HEADER.pack(SITE_TABLE_MAGIC, len(records), len(hcs), len(pcs)))
     classes = list(type(plan.sites[0].cls)) if plan.sites else []
     for r in records:
         s = by_va[r.va]
         out += SITE_TABLE_ENTRY.pack(r.va, r.trampoline_va or 0, _TACTICS.index(r.tactic), len(r.raw),
                                      classes.index(s.cls), 0, r.raw[:16].ljust(16, b"\0"))
-    for h, va in hcs:
-        out += HYPERCALL_ENTRY.pack(h, va)
+    for h in hcs:
+        out += h.pack()
+    for e in pcs:
+        out += e.pack()
     return bytes(out)
 
 
@@ -808,12 +809,14 @@ def emit(image_path: str | os.PathLike, plan: Plan, options: EmitOptions = EmitO
             patches.append((s.va, pb))
         else:
             pb = b""
-        hcs = tramp[2] if tramp else ((s.va,) if s.tactic is Tactic.TRAP and s.trap is TrapKind.INT_0X82 else ())
+        hcs = tramp[2] if tramp else ((HypercallPoint(s.va, s.va),)
+                                      if s.tactic is Tactic.TRAP and s.trap is TrapKind.INT_0X82 else ())
         records.append(SiteRecord(
             va=s.va, raw=s.raw, lowering=s.lowering.name, tactic=s.tactic,
             trampoline_va=tramp[0] if tramp else (placed[s.joined_to][0] if s.joined_to in placed else None),
             patch_bytes=pb, patch_range=(s.patch.start_va, s.patch.end_va) if s.patch else None,
-            trampoline_range=(tramp[0], tramp[0] + len(tramp[1])) if tramp else None, hypercall_vas=hcs))
+            trampoline_range=(tramp[0], tramp[0] + len(tramp[1])) if tramp else None, hypercalls=hcs,
+            pc_map=tramp[3] if tramp else ()))
     table_off = (_TRAMPOLINES_OFF + len(tramp_blob) + 15) & ~15
     site_table = _site_table(records, plan)
     site_table_va = base_va + table_off

@@ -21,7 +21,8 @@ The ladder (DESIGN.md, "Patching x86 in place"), tried in ``Tactic`` order:
     start before ``site + 5``. Allowed only when: trampolines are allowed; the displaced
     instructions are contiguous, in the same region and mode; none is a control transfer (that is
     a function end or a flow end: a displaced ``call`` would push a trampoline address); none
-    crosses a ``function_ends`` address; no branch target lies strictly inside the patch range (the
+    crosses a symbol boundary (``boundaries``: where a symbol starts, or a sized function ends —
+    code may be entered or left there); no branch target lies strictly inside the patch range (the
     site's own start may be one); and a displaced instruction that is itself a site is lowered in
     the same trampoline (it is then planned ``TRAMPOLINE_JUMP`` with ``joined_to`` = the leader
     and no patch range of its own). RIP-relative displaced instructions are flagged.
@@ -81,7 +82,7 @@ __all__ = [
     "Tactic",
     "TrapKind",
     "fully_written",
-    "function_ends_of",
+    "symbol_boundaries_of",
     "lower",
     "plan",
 ]
@@ -128,7 +129,6 @@ class StepOp(enum.Enum):
     RESTORE = "restore (reg)"  # pop, reverse order of SAVE
     STORE_SHARED = "store_shared (field, value)"
     READ_SHARED = "read_shared (field, size, destination operand)"
-    PUSH_SHARED = "push_shared (field, size)"  # push sreg: the shadow selector, zero-extended
     PUSH_FLAGS_VIRTUAL_IF = "push flags with IF from field (field, width)"
     POP_FLAGS_VIRTUAL_IF = "pop flags, IF into field (field, width)"
     LOAD_ARG = "load_arg (reg, argument name)"  # value per HypercallSpec arg name, from the original operands
@@ -160,7 +160,7 @@ class Step:
 # Worst-case encoded bytes of each step, used only to decide IN_PLACE (see module docstring).
 _STEP_MAX_BYTES: Mapping[StepOp, int] = MappingProxyType({
     StepOp.SAVE: 2, StepOp.RESTORE: 2, StepOp.STORE_SHARED: 11, StepOp.READ_SHARED: 16,
-    StepOp.PUSH_SHARED: 16, StepOp.PUSH_FLAGS_VIRTUAL_IF: 24, StepOp.POP_FLAGS_VIRTUAL_IF: 32,
+StepOp.PUSH_FLAGS_VIRTUAL_IF: 24, StepOp.POP_FLAGS_VIRTUAL_IF: 32,
     StepOp.LOAD_ARG: 10, StepOp.HYPERCALL: 7, StepOp.DELIVER_IF_PENDING: 20, StepOp.MERGE_RESULT: 8,
     StepOp.REPLAY: 15, StepOp.JUMP_BACK: 5,
 })
@@ -295,7 +295,8 @@ def fully_written(entry: CatalogEntry, bits: int) -> frozenset[str]:
     after the hypercall would undo that, so they count as written here. (With a 0x67
     address-size prefix only di/si/cx change: the VMM must then merge; not modelled yet.)
     """
-    if entry.hypercall is None or entry.lowering is Lowering.SHARED_PAGE_INLINE:
+    if entry.hypercall is None or entry.lowering is not Lowering.HYPERCALL and \
+            entry.lowering is not Lowering.STRING_HYPERCALL:
         return frozenset()
     regs = list(_FULLY_WRITTEN.get(entry.hypercall, ()))
     if entry.lowering is Lowering.STRING_HYPERCALL:
@@ -329,6 +330,8 @@ def lower(site: Site) -> tuple[Step, ...]:
     """The abstract lowering of one site (no tactic involved)."""
     entry, bits = site.entry, site.bits
     conv = _convention(bits)
+    if entry.lowering is Lowering.SELECTOR_READ_INLINE:
+        return (Step(StepOp.REPLAY, (site.va, site.raw, bits == 64 and "rip" in site.text, False)),)
     if entry.lowering is Lowering.SHARED_PAGE_INLINE:
         fld = entry.shared_field
         body: list[Step]
@@ -339,13 +342,15 @@ def lower(site: Site) -> tuple[Step, ...]:
             width = {"pushf16": 2, "popf16": 2, "pushfd": 4, "popfd": 4}.get(entry.name, 8)
             op = StepOp.POP_FLAGS_VIRTUAL_IF if entry.can_enable_interrupts else StepOp.PUSH_FLAGS_VIRTUAL_IF
             body = [Step(op, (fld, width))]
-        elif entry.form is Form.SREG_PUSH:
-            body = [Step(StepOp.PUSH_SHARED, (fld, 2))]
         else:
             dest = site.text.split(" ", 1)[1].split(",")[0].strip() if " " in site.text else ""
             if "[" in dest:  # memory destination: copy through a scratch register the operand does not use
                 clobbered.append(_scratch(site.text, bits))
             body = [Step(StepOp.READ_SHARED, (fld, dest))]
+        if entry.cls is LoweringClass.FLAGS and entry.can_enable_interrupts:
+            # popf: its own lowering pops the guest's image, so nothing may be saved above it
+            more, regs = _deliver(bits)
+            return (*body, *_wrap_saves(more, regs, frozenset()))
         if entry.can_enable_interrupts:
             more, regs = _deliver(bits)
             body += more
@@ -413,13 +418,13 @@ def _needs_rip(insn: Insn) -> bool:
 
 
 class _Ctx:
-    def __init__(self, decoded: Decoded, options: PlanOptions, function_ends: frozenset[int]):
+    def __init__(self, decoded: Decoded, options: PlanOptions, boundaries: frozenset[int]):
         self.decoded = decoded
         self.options = options
         self.insns = decoded.insns
         self.insn_vas = [i.va for i in decoded.insns]
         self.targets = sorted(decoded.branch_targets)
-        self.function_ends = sorted(function_ends)
+        self.boundaries = sorted(boundaries)
         self.site_by_va = {s.va: s for s in decoded.sites}
         self.site_vas = sorted(self.site_by_va)
         self.used_punned: list[tuple[int, int]] = []
@@ -479,8 +484,8 @@ def _try_trampoline(ctx: _Ctx, site: Site) -> tuple[tuple[Insn, ...], str]:
         end = nxt.va + nxt.size
     if ctx.any_in(ctx.targets, site.va, end):
         return (), "branch target inside the displaced bytes"
-    if ctx.any_in(ctx.function_ends, site.va, end):
-        return (), "function end inside the displaced bytes"
+    if ctx.any_in(ctx.boundaries, site.va, end):
+        return (), "symbol boundary inside the displaced bytes"
     return tuple(displaced), ""
 
 
@@ -532,9 +537,9 @@ def _group_sites(ctx: _Ctx, displaced: Sequence[Insn]) -> tuple[int, ...]:
 
 
 def plan(decoded: Decoded, options: PlanOptions = PlanOptions(),
-         function_ends: Iterable[int] = ()) -> Plan:
-    """Plan every site of ``decoded``: deterministic, pure. ``function_ends``: symbol end VAs."""
-    ctx = _Ctx(decoded, options, frozenset(function_ends))
+         boundaries: Iterable[int] = ()) -> Plan:
+    """Plan every site of ``decoded``: deterministic, pure. ``boundaries``: ``symbol_boundaries_of``."""
+    ctx = _Ctx(decoded, options, frozenset(boundaries))
     out: dict[int, PlannedSite] = {}
     for site in sorted(decoded.sites, key=lambda s: s.va):
         if site.va in out:
@@ -543,7 +548,8 @@ def plan(decoded: Decoded, options: PlanOptions = PlanOptions(),
         common = dict(va=site.va, raw=site.raw, bits=site.bits, text=site.text, entry_name=site.entry.name,
                       cls=site.entry.cls, lowering=site.entry.lowering, site_rip_relative=site.bits == 64
                       and "rip" in site.text, hypercall=site.entry.hypercall
-                      if site.entry.lowering is not Lowering.SHARED_PAGE_INLINE else None, steps=steps)
+                      if site.entry.hypercall is not None and site.entry.lowering in (Lowering.HYPERCALL, Lowering.STRING_HYPERCALL)
+                      else None, steps=steps)
         reasons: list[str] = []
         if _in_place_fits(steps, site.size):
             out[site.va] = PlannedSite(**common, tactic=Tactic.IN_PLACE,
@@ -572,7 +578,8 @@ def plan(decoded: Decoded, options: PlanOptions = PlanOptions(),
                                       entry_name=other.entry.name, cls=other.entry.cls,
                                       lowering=other.entry.lowering,
                                       hypercall=other.entry.hypercall
-                                      if other.entry.lowering is not Lowering.SHARED_PAGE_INLINE else None,
+                                      if other.entry.lowering in (Lowering.HYPERCALL, Lowering.STRING_HYPERCALL)
+                                      else None,
                                       steps=lower(other), tactic=Tactic.TRAMPOLINE_JUMP, patch=None,
                                       site_rip_relative=other.bits == 64 and "rip" in other.text,
                                       joined_to=site.va)
@@ -601,6 +608,15 @@ def plan(decoded: Decoded, options: PlanOptions = PlanOptions(),
                 options=options)
 
 
-def function_ends_of(symbols: Iterable) -> frozenset[int]:
-    """End VAs of sized function symbols (``image.symbols``): a trampoline never displaces across one."""
-    return frozenset(s.va + s.size for s in symbols if getattr(s.type, "name", "") == "FUNC" and s.size)
+def symbol_boundaries_of(symbols: Iterable) -> frozenset[int]:
+    """Where code may be entered or left by name (``image.symbols``): the start of every function or
+    label symbol (a label may be an exception handler's resume point) and the end of every sized
+    function. A trampoline never displaces across one."""
+    out = set()
+    for s in symbols:
+        kind = getattr(s.type, "name", "")
+        if kind in ("FUNC", "NOTYPE"):
+            out.add(s.va)
+        if kind == "FUNC" and s.size:
+            out.add(s.va + s.size)
+    return frozenset(out)

@@ -9,7 +9,7 @@ from pathlib import Path
 from .decode import Decoded, ModeRange, decode
 from .emit import EmitOptions, EmitResult, emit
 from .image import load_image
-from .plan import Plan, PlanOptions, function_ends_of, plan
+from .plan import Plan, PlanOptions, symbol_boundaries_of, plan
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ def translate(guest: str | os.PathLike, options: TranslateOptions = TranslateOpt
     started = time.perf_counter()
     image = load_image(guest)
     decoded = decode(image, options.mode_map)
-    the_plan = plan(decoded, options.plan_options, function_ends_of(image.symbols))
+    the_plan = plan(decoded, options.plan_options, symbol_boundaries_of(image.symbols))
     emitted, out = None, None
     if not options.plan_only:
         out = Path(options.output) if options.output else default_output(guest)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from pvtranslate import abi
 from pvtranslate.translate import TranslateOptions, translate
 from vmm.errors import LoadError
 from vmm.run import run
@@ -27,6 +28,10 @@ SAMPLES = [
     "samples/double_fault/double_fault32.elf",
     "samples/double_fault/double_fault64.elf",
     "samples/irq_window/irq_window32.elf",          # virtual IF, DELIVER_PENDING
+    "samples/irq/irq32.elf",                        # ring 3: faults of emulated I/O at the original site
+    "samples/irq/irq64.elf",
+    "samples/zoo/zoo32.elf",                        # every catalog class; popf TF, exception fixups
+    "samples/zoo/zoo64.elf",
     "samples/faulty/faulty_halt.elf",               # runs that end in a guest error end the same way
     "samples/faulty/faulty_triple.elf",
     "samples/faulty/faulty_outside_ram.elf",
@@ -58,7 +63,7 @@ def test_unknown_abi_version_is_refused(tmp_path: Path) -> None:
     out = tmp_path / "hello.pv.elf"
     translate(ROOT / "samples/hello/hello_mb32.elf", TranslateOptions(output=out))
     data = out.read_bytes()
-    marker = b"PVTR\0\0\0\0" + struct.pack("<I", 1)
+    marker = b"PVTR\0\0\0\0" + struct.pack("<I", abi.ABI_VERSION)
     assert data.count(marker) == 1
     bad = tmp_path / "hello_v99.pv.elf"
     bad.write_bytes(data.replace(marker, b"PVTR\0\0\0\0" + struct.pack("<I", 99)))

@@ -20,8 +20,10 @@ the shared page gets its magic and ABI version, and the vCPU is switched to pv m
 """
 from __future__ import annotations
 
+import bisect
 import struct
 
+from unicorn import UC_HOOK_CODE
 from unicorn import x86_const as X
 
 from pvtranslate import abi
@@ -29,9 +31,11 @@ from pvtranslate.abi import (HYPERCALL_SPECS, REGISTERS_32, REGISTERS_64, SREG_S
                              SharedOffset)
 
 from .errors import GuestError, LoadError
-from .interrupts import GP, Event, EventKind
+from .interrupts import DB, GP, UD, Event, EventKind
 from .memory import LinearMemory, translate
 
+CR4_DE = 1 << 3
+EFLAGS_TF = 1 << 8
 EFLAGS_IF = 1 << 9
 EFLAGS_DF = 1 << 10
 EFLAGS_AC = 1 << 18
@@ -90,15 +94,30 @@ class PvMode:
                             f"says {desc.site_count}; re-translate the guest")
         self.desc = desc
         self.shared_pa = _image_pa(image, desc.shared_page_va)
+        # pc map: trampoline boundaries, and the original addresses strictly inside a patch (a guest
+        # handed one of them in a fault frame resumes at the matching point of the trampoline)
+        self._boundaries = {e.trampoline_va: e for e in self.table.pc_map}
+        self._boundary_vas = [e.trampoline_va for e in self.table.pc_map]
+        self._resume_in = {e.original_va: e.trampoline_va for e in self.table.pc_map
+                           if e.kind is not abi.PcKind.BACK and not (
+                               e.original_va in self.table.sites
+                               and self.table.sites[e.original_va].trampoline_va == e.trampoline_va)}
+        self._step_from: int | None = None
+        self._stepping = False
+        own = next(seg for seg in image.segments if seg.vaddr <= desc.shared_page_va < seg.vaddr + seg.mem_size)
+        self.own_range = (own.vaddr, own.vaddr + own.mem_size)  # shared page, trampolines, site table
         self._vif_pa = self.shared_pa + SharedOffset.VIRTUAL_IF
         self._pending_pa = self.shared_pa + SharedOffset.EVENTS_PENDING
         self._events_pending = None
+        self._ctx = None
+        self._faulted = False
         page = bytearray(abi.SHARED_PAGE_SIZE)
         page[SharedOffset.MAGIC:SharedOffset.MAGIC + 4] = abi.SHARED_PAGE_MAGIC
         struct.pack_into("<I", page, SharedOffset.ABI_VERSION, desc.abi_version)
         page[SharedOffset.VIRTUAL_IF] = 1 if self.cpu.interrupts_enabled() else 0
         self.ram.write(self.shared_pa, bytes(page))
         self.sync_shadows()
+        self._install_resume_hooks()
         self.vcpu.pv = self
         self.vcpu.interrupts_enabled = self.virtual_if
 
@@ -123,7 +142,8 @@ class PvMode:
             w(SharedOffset[name], "<Q", r(_reg(name)))
         w(SharedOffset.CR8, "<Q", (self.machine.lapic.read(0x80, 4) >> 4) & 0xF)
         for n in range(8):
-            w(SharedOffset[f"DR{n}"], "<Q", r(_reg(f"DR{n}")))
+            alias = n + 2 if n in (4, 5) and not r(X.UC_X86_REG_CR4) & CR4_DE else n
+            w(SharedOffset[f"DR{n}"], "<Q", r(_reg(f"DR{alias}")))
         for name, off in (("GDTR", SharedOffset.GDTR), ("IDTR", SharedOffset.IDTR)):
             _sel, tbase, limit, _flags = r(_reg(name))
             w(off, "<HQ", limit & 0xFFFF, tbase)
@@ -148,31 +168,69 @@ class PvMode:
                 if site is not None and site.is_trap:
                     self._trap(site)
                     return
+        elif event.vector == DB and self.cpu.eflags & EFLAGS_TF and self.own_range[0] <= self.cpu.pc < self.own_range[1]:
+            if not self._single_step_in_trampoline():
+                return
         self._deliver_guest(event)
 
+    def _single_step_in_trampoline(self) -> bool:
+        """A single-step #DB inside a trampoline: True to deliver it now (at the original address).
+
+        The trampoline's own instructions are not the guest's: stepping goes on until a guest
+        instruction (a lowered site or a replayed one) that began with TF set has completed, that is
+        until a pc-map boundary whose preceding range started at or after the first step seen."""
+        pc = self.cpu.pc
+        if self._step_from is None:
+            self._step_from = pc
+        entry = self._boundaries.get(pc)
+        if entry is None:
+            return False
+        k = bisect.bisect_left(self._boundary_vas, pc)
+        if k == 0 or self._boundary_vas[k - 1] < self._step_from:
+            return False
+        self.cpu.pc = entry.original_va
+        return True
+
+    def _install_resume_hooks(self) -> None:
+        """A code hook on every original address strictly inside a patch (where a displaced
+        instruction or a joined site began): a guest that gets there — a fault frame's return
+        address, an exception-table fixup the translator could not see — continues at the matching
+        point of the trampoline. Nothing else reaches these addresses, so the hooks cost nothing."""
+        def redirect(uc, address, _size, targets):
+            target = targets.get(address)
+            if target is not None and not self._stepping:   # _step_at runs an original instruction there
+                uc.reg_write(X.UC_X86_REG_RIP, target)
+        for va in self._resume_in:
+            self.uc.hook_add(UC_HOOK_CODE, redirect, self._resume_in, begin=va, end=va)
+
     def _deliver_guest(self, event: Event) -> None:
+        self._step_from = None
         flags = self.cpu.eflags
         self.cpu.eflags = (flags | EFLAGS_IF) if self.virtual_if() else (flags & ~EFLAGS_IF)
         self.vcpu.deliver_native(event)
         self.set_virtual_if(self.cpu.interrupts_enabled())
         self.sync_shadows()
 
-    def _after_step(self) -> bool:
-        """After a single step: deliver the fault it raised (True), or nothing happened (False)."""
+    def _after_step(self, unwind: bool = False) -> bool:
+        """After a single step: deliver the fault it raised (True), or nothing happened (False).
+
+        ``unwind``: the step ran for the current hypercall; its fault is the original instruction's."""
         event = self.vcpu._event
         if event is None:
             return False
         self.vcpu._event = None
+        if unwind:
+            self._unwind()
         self._deliver_guest(event)
         return True
 
-    def _step_at(self, va: int, code: bytes, target: int | None = None) -> bool:
+    def _step_at(self, va: int, code: bytes, target: int | None = None, unwind: bool = False) -> bool:
         """Write ``code`` at ``va``, run exactly one instruction there, put the old bytes back.
 
         ``target``: where the instruction transfers control (iret). Unicorn honours the one-instruction
         count only in blocks translated under it, so the block there is dropped first; otherwise the
         engine would run on into the guest. Returns False if the instruction faulted (the fault has
-        been delivered to the guest)."""
+        been delivered to the guest; with ``unwind``, at the current hypercall's site)."""
         pa = translate(self.ram, self.cpu.paging(), va)
         saved = self.ram.read(pa, len(code))
         self.ram.write(pa, code)
@@ -180,12 +238,33 @@ class PvMode:
         if target is not None:
             self.uc.ctl_remove_cache(target, target + 16)
         self.cpu.pc = va
+        self._stepping = True
         try:
             self.vcpu._slice(count=1)
         finally:
+            self._stepping = False
             self.ram.write(pa, saved)
             self.uc.ctl_remove_cache(va, va + 16)
-        return not self._after_step()
+        return not self._after_step(unwind)
+
+    def _unwind(self) -> None:
+        """Undo the current hypercall's trampoline: pop the registers it saved, point at the site.
+
+        A fault raised by an emulated instruction is then delivered as if the original instruction
+        at its own address had raised it, with the registers and stack it had there."""
+        hc_va, bits, _conv = self._ctx
+        word = 8 if bits == 64 else 4
+        mem = LinearMemory(self.ram, self.cpu.paging())
+        sp = self.cpu.sp
+        for name in reversed(self.table.unwind.get(hc_va, ())):
+            value = int.from_bytes(mem.read(sp, word), "little")
+            if bits == 32:
+                value |= self.uc.reg_read(_reg(name)) & ~0xFFFFFFFF
+            self.uc.reg_write(_reg(name), value)
+            sp += word
+        self.uc.reg_write(X.UC_X86_REG_RSP, sp)
+        self.cpu.pc = self.table.hypercalls[hc_va]
+        self._faulted = True
 
     # --- trap sites ------------------------------------------------------------------------------------
     def _trap(self, site: abi.SiteEntry) -> None:
@@ -238,16 +317,15 @@ class PvMode:
         mask = (1 << bits) - 1
         args = {name: r(_reg(reg)) & mask for name, reg in zip(spec.args, conv.arg_regs)}
         self.vcpu.hypercalls[h.name] += 1
+        self._ctx = (hc_va, bits, conv)
+        self._faulted = False
         if h in PORT_HYPERCALLS:
             results = self._port(h, args)
         else:
-            handler = getattr(self, "_hc_" + h.name.lower(), None)
-            if handler is None:
-                raise GuestError(f"hypercall {h.name} at {hc_va:#x} is not implemented by this VMM's pv mode")
-            self._ctx = (hc_va, bits, conv)
+            handler = getattr(self, "_hc_" + h.name.lower(), self._by_original)
             results = handler(**args)
             self.sync_shadows()
-        if results:
+        if results and not self._faulted:
             for value, reg in zip(results, conv.result_regs):
                 self.uc.reg_write(_reg(reg), value)
         if self.vcpu._hook_error is not None:
@@ -258,10 +336,7 @@ class PvMode:
         size = PORT_HYPERCALLS[h]
         port = args["port"] & 0xFFFF
         if self.vcpu._user_mode_seen and not self.vcpu._io_permitted(port, size):
-            # Denied by IOPL / the TSS bitmap: #GP(0), reported at the hypercall (the trampoline has
-            # already changed registers and stack, so the original instruction cannot be blamed).
-            self.cpu.pc -= 2
-            self._deliver_guest(Event(GP, EventKind.EXCEPTION, 0))
+            self._fault(Event(GP, EventKind.EXCEPTION, 0))   # denied by IOPL / the TSS bitmap
             return None
         if h.name.startswith("PORT_IN"):
             return (self.vcpu.port_in(None, port, size, None) & ((1 << 8 * size) - 1),)
@@ -311,12 +386,12 @@ class PvMode:
         saved = {name: self.uc.reg_read(_reg(name)) for name in preserve}
         for name, value in regs.items():
             self.uc.reg_write(_reg(name), value)
-        ok = self._step_at(hc_va, code)
+        ok = self._step_at(hc_va, code, unwind=True)
+        if not ok:
+            return None
         out = tuple(self.uc.reg_read(_reg(name)) & 0xFFFFFFFF for name in outputs)
         for name, value in saved.items():
             self.uc.reg_write(_reg(name), value)
-        if not ok:
-            return None
         self.cpu.pc = hc_va + 2
         return out
 
@@ -328,6 +403,9 @@ class PvMode:
             self.machine.lapic.write(0x80, 4, (value << 4) & 0xFF)
             self.machine.interrupts.changed()
             return
+        if cr_index == 2:                        # only stored (a stepped write would meet the slice's CR2 repair)
+            self.uc.reg_write(X.UC_X86_REG_CR2, value if self.cpu.long_mode() else value & 0xFFFFFFFF)
+            return
         self._native(bytes((0x0F, 0x22, 0xC0 | (cr_index << 3) | self._rm(1))), {})
         self.uc.ctl_flush_tb()
 
@@ -338,10 +416,26 @@ class PvMode:
         self._native(bytes((0x0F, 0x01, 0xF0 | self._rm(0))), {})
 
     def _hc_write_dr(self, dr_index: int, value: int):
+        if dr_index in (4, 5):
+            if self.uc.reg_read(X.UC_X86_REG_CR4) & CR4_DE:
+                self._fault(Event(UD, EventKind.EXCEPTION))
+                return
+            dr_index += 2                        # dr4/dr5 alias dr6/dr7 while CR4.DE is clear
         if not self.cpu.long_mode():
             value &= 0xFFFFFFFF
+        elif dr_index in (6, 7) and value >> 32:
+            self._fault(Event(GP, EventKind.EXCEPTION, 0))   # reserved upper half: #GP(0), as QEMU
+            return
+        if dr_index == 6:
+            self._native(bytes((0x0F, 0x23, 0xC0 | (6 << 3) | self._rm(1))), {})  # the CPU keeps its fixed ones
+            return
         self.uc.reg_write(_reg(f"DR{dr_index}"), value | 0x400 if dr_index == 7 else value)
         self.vcpu.watchpoints.rearm()
+
+    def _fault(self, event: Event) -> None:
+        """The current hypercall's instruction faults: deliver ``event`` at the site."""
+        self._unwind()
+        self._deliver_guest(event)
 
     def _hc_rdmsr(self, msr: int):
         saved = self.uc.reg_read(X.UC_X86_REG_RCX)
@@ -350,7 +444,8 @@ class PvMode:
             out = (self.uc.reg_read(X.UC_X86_REG_RAX) & 0xFFFFFFFF, self.uc.reg_read(X.UC_X86_REG_RDX) & 0xFFFFFFFF)
         else:
             out = self._native(b"\x0f\x32", {}, ("eax", "edx"))
-        self.uc.reg_write(X.UC_X86_REG_RCX, saved)
+        if not self._faulted:
+            self.uc.reg_write(X.UC_X86_REG_RCX, saved)
         return out
 
     def _hc_wrmsr(self, msr: int, low: int, high: int):
@@ -360,8 +455,9 @@ class PvMode:
         self.uc.reg_write(X.UC_X86_REG_RDX, high & 0xFFFFFFFF)
         if not self.machine.fixups._wrmsr(None):
             self._native(b"\x0f\x30", {})
-        for n, v in saved.items():
-            self.uc.reg_write(_reg(n), v)
+        if not self._faulted:
+            for n, v in saved.items():
+                self.uc.reg_write(_reg(n), v)
         self.uc.ctl_flush_tb()
 
     def _load_table(self, reg: int, pseudo_descriptor_va: int, operand_size: int) -> None:
@@ -402,17 +498,36 @@ class PvMode:
         hc_va = self._ctx[0]
         code = {8: b"\x48\xcf", 4: b"\xcf", 2: b"\x66\xcf"}[operand_size]
         self.uc.reg_write(X.UC_X86_REG_RSP, frame_va)
-        if self._step_at(hc_va, code, self._iret_target(code)):
+        if self._step_at(hc_va, code, self._iret_target(code), unwind=True):
             self.set_virtual_if(self.cpu.interrupts_enabled())
 
-    def _hc_invlpg(self, va: int):
-        self.uc.ctl_flush_tb()
+    def _by_original(self, **_args) -> None:
+        """Any other hypercall: the original instruction runs once, on the guest's own state.
 
-    def _hc_monitor(self, va: int, extensions: int, hints: int):
-        pass                                     # no other CPU writes memory: nothing to arm
+        The trampoline is unwound to the site, the original bytes are stepped at the site's address
+        (so it raises exactly what this CPU raises there: #UD for monitor/mwait/xsetbv on qemu64,
+        #GP for a bad value), and execution resumes in the trampoline after the site's lowering —
+        or wherever the instruction transferred control (sysret, sysexit)."""
+        site_va = self.table.hypercalls[self._ctx[0]]
+        site = self.table.sites[site_va]
+        self._unwind()
+        self._faulted = False                    # not a fault yet: the step decides
+        if not self._step_at(site_va, site.original):
+            self._faulted = True
+            return
+        if self.cpu.pc == site_va + len(site.original):
+            k = bisect.bisect_left(self._boundary_vas, self._site_entry(site_va))
+            self.cpu.pc = self._boundary_vas[k + 1]
 
-    def _hc_mwait(self, hints: int, extensions: int):
-        pass                                     # returns at once, as a wake-up by any event may
+    def _site_entry(self, site_va: int) -> int:
+        """The trampoline address where the lowering of the site at ``site_va`` starts."""
+        hc_va = self._ctx[0]
+        k = bisect.bisect_right(self._boundary_vas, hc_va) - 1
+        while k >= 0 and self._boundaries[self._boundary_vas[k]].original_va != site_va:
+            k -= 1
+        if k < 0:
+            raise GuestError(f"site {site_va:#x}: no pc-map entry before its hypercall at {hc_va:#x}")
+        return self._boundary_vas[k]
 
     def _hc_wbinvd(self):
         pass

@@ -15,6 +15,7 @@ from pvtranslate.abi import (
     SHARED_PAGE_FIELDS,
     SHARED_PAGE_SIZE,
     AbiDescriptor,
+    AbiError,
     GuestVa,
     Hypercall,
     MalformedNote,
@@ -48,7 +49,7 @@ def test_unknown_version_rejected_with_a_clear_message() -> None:
     with pytest.raises(UnknownAbiVersion) as info:
         abi.unpack_note(bad)
     message = str(info.value)
-    assert "ABI version 99" in message and "1" in message and "re-translate" in message
+    assert "ABI version 99" in message and str(ABI_VERSION) in message and "re-translate" in message
     assert isinstance(info.value, PvTranslateError)
 
 
@@ -134,3 +135,25 @@ def test_abi_imports_only_the_standard_library() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[2])
     assert out.stdout.strip() == ""
+
+
+def test_site_table_round_trips_unwind_records_and_pc_map() -> None:
+    """A hand-made table: what the emitter packs is what the VMM parses (no emitter code involved)."""
+    site = abi.SITE_TABLE_ENTRY.pack(0x1000, 0x9000, 1, 1, 0, 0, b"\xec".ljust(16, b"\0"))
+    points = [abi.HypercallPoint(0x9010, 0x1000, ("rax", "rbx")), abi.HypercallPoint(0x9040, 0x1000, ())]
+    pcs = [abi.PcMapEntry(0x9000, 0x1000, abi.PcKind.SITE), abi.PcMapEntry(0x9020, 0x1001, abi.PcKind.REPLAY),
+           abi.PcMapEntry(0x9030, 0x1005, abi.PcKind.BACK)]
+    blob = (abi.SITE_TABLE_HEADER.pack(abi.SITE_TABLE_MAGIC, 1, len(points), len(pcs)) + site
+            + b"".join(p.pack() for p in points) + b"".join(e.pack() for e in reversed(pcs)))
+    assert abi.site_table_size(blob) == len(blob)
+    table = abi.parse_site_table(blob)
+    assert table.hypercalls == {0x9010: 0x1000, 0x9040: 0x1000}
+    assert table.unwind == {0x9010: ("rax", "rbx"), 0x9040: ()}
+    assert table.pc_map == tuple(pcs)                       # sorted by trampoline address
+    assert abi.unwind_index("ecx") == abi.unwind_index("rcx") == 1
+    with pytest.raises(AbiError):
+        abi.HypercallPoint(0, 0, ("xmm0",)).pack()
+    bad = bytearray(blob)
+    bad[-4] = 9                                             # unknown pc-map kind
+    with pytest.raises(MalformedNote):
+        abi.parse_site_table(bytes(bad))

@@ -11,12 +11,9 @@ import capstone
 import lief
 import pytest
 
-from pvtranslate.abi import HYPERCALL_INSN, unpack_note
+from pvtranslate.abi import HYPERCALL_ENTRY, HYPERCALL_INSN, SITE_TABLE_ENTRY, SITE_TABLE_HEADER, unpack_note
 from pvtranslate.decode import decode
 from pvtranslate.emit import (
-    HYPERCALL_ENTRY,
-    SITE_TABLE_ENTRY,
-    SITE_TABLE_HEADER,
     EmitError,
     EmitOptions,
     _Asm,
@@ -24,7 +21,7 @@ from pvtranslate.emit import (
     emit,
 )
 from pvtranslate.image import AlreadyTranslatedError, load_image
-from pvtranslate.plan import StepOp, Tactic, TrapKind, function_ends_of, plan
+from pvtranslate.plan import StepOp, Tactic, TrapKind, symbol_boundaries_of, plan
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "samples"
@@ -36,7 +33,7 @@ lief.logging.disable()
 
 def _plan_of(path: Path):
     image = load_image(path)
-    return plan(decode(image), function_ends=function_ends_of(image.symbols))
+    return plan(decode(image), boundaries=symbol_boundaries_of(image.symbols))
 
 
 @pytest.fixture(scope="module", params=REAL, ids=lambda p: p.name)
@@ -378,7 +375,7 @@ class TestLoweringsExecute:
         alone = dataclasses.replace(site, displaced=(), joined=(),
                                     sequence=(*site.steps, Step(StepOp.JUMP_BACK, (site.va + 1,))))
         shared, table, start = 0x20_0000, 0x20_1000, 0x20_1100
-        code, hcs = encode_site(alone, {}, start, shared, table)
+        code, hcs, _pc_map = encode_site(alone, {}, start, shared, table)
         uc = Uc(UC_ARCH_X86, UC_MODE_64)
         uc.mem_map(shared, 0x3000)
         uc.mem_write(table, bytes(b & ~2 for b in range(256)))

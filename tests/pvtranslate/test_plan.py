@@ -23,7 +23,7 @@ from pvtranslate.plan import (
     TrapKind,
     _in_place_fits,
     fully_written,
-    function_ends_of,
+    symbol_boundaries_of,
     lower,
     plan,
 )
@@ -113,7 +113,7 @@ def test_cli_last_before_function_end_traps():
 
 def test_function_end_symbol_blocks_displacement():
     d = snippet("cli; nop; nop; nop; nop; ret")
-    assert at(plan(d, function_ends=(BASE + 2,)), BASE).tactic is Tactic.TRAP
+    assert at(plan(d, boundaries=(BASE + 2,)), BASE).tactic is Tactic.TRAP
 
 
 def test_in_al_dx_then_rip_relative_mov_is_displaced_and_flagged():
@@ -281,8 +281,8 @@ def real(request):
 
 def test_real_sample_invariants(real):
     image, d = real
-    ends = function_ends_of(image.symbols)
-    p = plan(d, function_ends=ends)
+    ends = symbol_boundaries_of(image.symbols)
+    p = plan(d, boundaries=ends)
     check_invariants(d, p)
     for s in p.sites:
         if s.patch is not None:
@@ -290,14 +290,14 @@ def test_real_sample_invariants(real):
     assert 0.0 <= p.trap_share <= 1.0
     text = p.format()
     assert "trap fallback share" in text and f"{len(p.sites)} sites" in text
-    assert p == plan(d, function_ends=ends), "deterministic"
-    assert p.format() == plan(d, function_ends=ends).format()
+    assert p == plan(d, boundaries=ends), "deterministic"
+    assert p.format() == plan(d, boundaries=ends).format()
 
 
 def test_zoo_mostly_trampolines():
     for path in REAL[:2]:
         image = load_image(path)
-        p = plan(decode(image), function_ends=function_ends_of(image.symbols))
+        p = plan(decode(image), boundaries=symbol_boundaries_of(image.symbols))
         assert p.trap_share < 0.05, p.format()
         assert {s.cls for s in p.sites} >= {LoweringClass.INTERRUPT_FLAG, LoweringClass.FLAGS,
                                              LoweringClass.STRING_IO}
