@@ -54,7 +54,8 @@ def _write_json_atomically(path: Path, data: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    options = TranslateOptions(output=args.output, plan_only=args.plan, mode_map=tuple(args.mode_map))
+    options = TranslateOptions(output=args.output, plan_only=args.plan, mode_map=tuple(args.mode_map),
+                               progress=True)
     try:
         result = translate(args.guest, options)
         if args.json:

@@ -27,7 +27,7 @@ import enum
 import re
 import struct
 from dataclasses import dataclass, field
-from typing import Iterable, NamedTuple, Sequence
+from typing import Callable, Iterable, NamedTuple, Sequence
 
 import capstone
 
@@ -179,8 +179,10 @@ def _num(text: str) -> int:
 class _Decoder:
     """Mutable state of one decode run; ``decode`` freezes it into ``Decoded``."""
 
-    def __init__(self, image: Image, mode_map: Sequence[ModeRange]):
+    def __init__(self, image: Image, mode_map: Sequence[ModeRange], progress: Callable[[int], None] | None = None):
         self.image = image
+        self.progress = progress  # called with the bytes newly decoded, after each traversal run
+        self.decoded_bytes = 0
         self.mode_map = sorted(mode_map, key=lambda m: m.start_va)
         self.regions = image.code
         self.region_starts = [r.start_va for r in self.regions]
@@ -303,6 +305,7 @@ class _Decoder:
                     return
                 owner[o] = 1
                 owner[o + 1 : o + size] = b"\x02" * (size - 1)
+                self.decoded_bytes += size
                 self.found[a] = (size, bits, mnemonic, op_str, self._source)
                 nxt = a + size
                 name = mnemonic.rsplit(" ", 1)[-1]
@@ -345,7 +348,10 @@ class _Decoder:
     def drain(self) -> None:
         while self.work:
             va, bits, source, gdt = self.work.pop()
+            before = self.decoded_bytes
             self.run(va, bits, source, gdt)
+            if self.progress is not None and self.decoded_bytes != before:
+                self.progress(self.decoded_bytes - before)
 
     def is_decoded(self, va: int) -> bool:
         ri = self.region_of(va)
@@ -392,6 +398,12 @@ class _Decoder:
         return added
 
     def linear(self, ri: int, off: int, end: int, bits: int, source: ModeSource) -> None:
+        before = self.decoded_bytes
+        self._linear(ri, off, end, bits, source)
+        if self.progress is not None and self.decoded_bytes != before:
+            self.progress(self.decoded_bytes - before)
+
+    def _linear(self, ri: int, off: int, end: int, bits: int, source: ModeSource) -> None:
         region, owner = self.regions[ri], self.owner[ri]
         va = region.start_va + off
         nxt = va
@@ -404,6 +416,7 @@ class _Decoder:
             owner[o + 1 : o + size] = b"\x02" * (size - 1)
             self.found[a] = (size, bits, mnemonic, op_str, source)
             self.swept += 1
+            self.decoded_bytes += size
             name = mnemonic.rsplit(" ", 1)[-1]
             if (name in _COND or name in ("jmp", "call")) and _RE_HEX.match(op_str):
                 t = _num(op_str)
@@ -424,9 +437,12 @@ def _is_padding(md: capstone.Cs, data: bytes, va: int) -> bool:
     return total == len(data)
 
 
-def decode(image: Image, mode_map: Iterable[ModeRange] = ()) -> Decoded:
-    """Decode every reachable instruction of ``image`` in its mode; see the module docstring."""
-    dec = _Decoder(image, tuple(mode_map))
+def decode(image: Image, mode_map: Iterable[ModeRange] = (),
+           progress: Callable[[int], None] | None = None) -> Decoded:
+    """Decode every reachable instruction of ``image`` in its mode; see the module docstring.
+
+    ``progress``, if given, is called with the number of code bytes each step newly decoded."""
+    dec = _Decoder(image, tuple(mode_map), progress)
     elf_bits = int(image.elf_class)
     # seeds, pushed in reverse priority (the work list is a stack)
     for m in dec.mode_map:

@@ -1,6 +1,7 @@
 """The library entry point: load, decode, plan and emit one guest kernel, with statistics."""
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ class TranslateOptions:
     plan_only: bool = False                      # stop after planning: nothing is written
     mode_map: tuple[ModeRange, ...] = ()
     plan_options: PlanOptions = field(default_factory=PlanOptions)
+    progress: bool = False                       # a progress bar on stderr for large inputs (interactive only)
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,21 @@ class Translation:
         return stats
 
 
+PROGRESS_MIN_CODE_BYTES = 1 << 20  # smaller inputs translate in well under a second: no bar
+
+
+@contextlib.contextmanager
+def _progress_bar(wanted: bool, code_bytes: int, name: str):
+    """A tqdm bar over the code bytes decoded, on stderr when it is a terminal; else None."""
+    if not wanted or code_bytes < PROGRESS_MIN_CODE_BYTES:
+        yield None
+        return
+    from tqdm import tqdm
+    with tqdm(total=code_bytes, unit="B", unit_scale=True, desc=f"decoding {name}", disable=None,
+              leave=False) as bar:
+        yield bar
+
+
 def default_output(guest: str | os.PathLike) -> Path:
     path = Path(guest)
     return path.with_name(path.stem + ".pv" + (path.suffix or ".elf"))
@@ -60,7 +77,9 @@ def translate(guest: str | os.PathLike, options: TranslateOptions = TranslateOpt
     """Translate `guest`; raises a `PvTranslateError` subclass (with a hint) on bad input."""
     started = time.perf_counter()
     image = load_image(guest)
-    decoded = decode(image, options.mode_map)
+    code_bytes = sum(len(r.data) for r in image.code)
+    with _progress_bar(options.progress, code_bytes, Path(guest).name) as bar:
+        decoded = decode(image, options.mode_map, bar.update if bar else None)
     the_plan = plan(decoded, options.plan_options, symbol_boundaries_of(image.symbols))
     emitted, out = None, None
     if not options.plan_only:

@@ -300,3 +300,12 @@ def test_translated_input_may_be_inspected():
 def test_missing_file_is_an_image_error(tmp_path):
     with pytest.raises(ImageError, match="cannot read"):
         load_image(tmp_path / "nope.elf")
+
+
+def test_progress_reports_every_decoded_byte_once():
+    """The progress callback (the CLI's bar) sums to the bytes of the instructions decoded."""
+    image = load_image(SAMPLES / "zoo" / "zoo64.elf")
+    steps: list[int] = []
+    d = decode(image, progress=steps.append)
+    assert len(steps) > 1 and all(n > 0 for n in steps)
+    assert sum(steps) == sum(i.size for i in d.insns)
