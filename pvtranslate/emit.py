@@ -600,7 +600,7 @@ def _replay(a: _Asm, step: Step, bits: int) -> None:
     va, raw, rip, branch = step.args
     if branch:
         insn = _decode_one(raw, va, bits)
-        target = insn.operands[0].imm
+        target = insn.operands[0].imm & ((1 << bits) - 1)  # Capstone gives high targets signed
         if insn.mnemonic == "jmp":
             a.jmp_rel32(target)
         else:
@@ -777,11 +777,10 @@ def emit(image_path: str | os.PathLike, plan: Plan, options: EmitOptions = EmitO
     loads = [s for s in binary.segments if s.type == lief.ELF.Segment.TYPE.LOAD]
     if not loads:
         raise EmitError(f"{image_path}: no PT_LOAD segment")
-    offsets = {s.physical_address - s.virtual_address for s in loads}
-    if len(offsets) != 1:
-        raise EmitError(f"{image_path}: loaded segments use different vaddr->paddr offsets {sorted(offsets)}; "
-                        "hint: not supported yet")
-    pv_off = offsets.pop()
+    # The new segment follows the highest loaded one, so it takes that one's vaddr->paddr offset
+    # (a kernel may link one segment elsewhere, e.g. Linux's per-CPU data at virtual address 0).
+    last = max(loads, key=lambda s: s.virtual_address + s.virtual_size)
+    pv_off = last.physical_address - last.virtual_address
     originals = [(s.virtual_address, bytes(s.content)) for s in loads]
     # Adding the note first lets LIEF relocate the program headers before we pick our address.
     note_probe = pack_note(AbiDescriptor(ABI_VERSION, GuestVa(0), GuestVa(0), 0))

@@ -284,6 +284,19 @@ def load_image(source: Union[str, os.PathLike, bytes, bytearray], *, allow_trans
         raise ImageError(_hint(f"{where}: unexpected ELF structure: {exc!r}", "report this input")) from exc
 
 
+def _virtual(binary, addr: int) -> int:
+    """``addr`` as a virtual address: kernels linked high give physical entry points (Linux's e_entry
+    and PVH note), which lie in no segment's virtual range but in one's physical range."""
+    import lief
+    loads = [s for s in binary.segments if s.type == lief.ELF.Segment.TYPE.LOAD]
+    if any(s.virtual_address <= addr < s.virtual_address + s.virtual_size for s in loads):
+        return addr
+    for s in loads:
+        if s.physical_address <= addr < s.physical_address + s.virtual_size:
+            return s.virtual_address + (addr - s.physical_address)
+    return addr
+
+
 def _build(raw: bytes, hdr: _Header, binary, where: str, allow_translated: bool) -> Image:
     has_pv_note = False
     pvh_entry: int | None = None
@@ -329,10 +342,13 @@ def _build(raw: bytes, hdr: _Header, binary, where: str, allow_translated: bool)
         (Symbol(s.name, int(s.value), int(s.size), _symbol_type(s), int(s.shndx))
          for s in binary.symbols if s.name and _symbol_type(s) is not SymbolType.OTHER),
         key=lambda s: (s.va, s.name)))
+    entry_va = _virtual(binary, int(hdr.entry_va))
+    if pvh_entry is not None:
+        pvh_entry = _virtual(binary, pvh_entry)
     return Image(
         elf_class=hdr.elf_class,
         machine=hdr.machine,
-        entry_va=int(hdr.entry_va),
+        entry_va=entry_va,
         code=tuple(sorted(code, key=lambda r: r.start_va)),
         data=tuple(sorted(data, key=lambda r: r.start_va)),
         symbols=symbols,
