@@ -7,7 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import lief
 import pytest
+
+from pvtranslate import abi
 
 ROOT = Path(__file__).resolve().parents[2]
 ZOO64 = ROOT / "samples" / "zoo" / "zoo64.elf"
@@ -26,6 +29,14 @@ def test_translate_writes_output_and_report(tmp_path):
     assert out.read_bytes()[:4] == b"\x7fELF"
     data = json.loads(report.read_text())
     assert data["statistics"]["sites"] == len(data["sites"]) > 0
+    # every site of the output's own site table (read back from the file) is in the report
+    binary = lief.parse(str(out))
+    note = next(n for n in binary.notes if n.name.rstrip("\0") == "PVTR")
+    desc = abi.unpack_descriptor(bytes(note.description))
+    head = bytes(binary.get_content_from_virtual_address(desc.site_table_va, abi.SITE_TABLE_HEADER.size))
+    table = abi.parse_site_table(bytes(binary.get_content_from_virtual_address(
+        desc.site_table_va, abi.site_table_size(head))))
+    assert sorted(table.sites) == sorted(int(site["va"], 16) for site in data["sites"])
     assert "trap fallback" in proc.stdout and "by tactic" in proc.stdout
     again = pvtranslate(str(out), "-o", str(tmp_path / "twice.elf"), cwd=tmp_path)
     assert again.returncode == 2 and "already translated" in again.stderr
