@@ -1,4 +1,4 @@
-"""The `vmm` command: `vmm run GUEST.elf [--mem SIZE] [--disk IMAGE] [--trace FILE] [limits]`."""
+"""The `vmm` command: `vmm run GUEST.elf [--mode MODE] [--mem SIZE] [--disk IMAGE] [--trace FILE] [limits]`."""
 from __future__ import annotations
 
 import argparse
@@ -10,6 +10,7 @@ import sys
 from .errors import VmmError
 from .loader import Module
 from .machine import MachineConfig
+from .modes import Mode
 from .run import run
 from .vcpu import Limits
 
@@ -51,6 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
                                    "4 guest crash (triple fault, access outside RAM, unwakeable halt), "
                                    "124 limit reached.")
     r.add_argument("guest", help="guest kernel ELF")
+    r.add_argument("--mode", choices=[m.value for m in Mode],
+                   help="native: the reference machine; fullvirt: an exit at every sensitive instruction, found "
+                        "as code is translated; trap: only privileged ones exit, the others run deprivileged "
+                        "(diverges by design); pv: a translated guest (default: pv for a guest with a PV note, "
+                        "else native)")
     r.add_argument("--mem", type=parse_size, default=MachineConfig.ram_bytes,
                    help="guest RAM (default 128M, as QEMU; a bare number is MiB)")
     r.add_argument("--disk", help="raw disk image for the primary ATA master (read and written)")
@@ -61,8 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--trace", help="write every guest event (port I/O, MMIO, interrupts, exceptions) as JSON lines")
     r.add_argument("--max-insns", type=positive_number(int), help="stop after this many guest instructions (counting slows the run)")
     r.add_argument("--timeout", type=positive_number(float), help="stop after this many host seconds")
-    r.add_argument("--stats", action="store_true", help="print exit counts and guest time to stderr")
-    r.add_argument("-v", "--verbose", action="store_true", help="log unassigned ports and device oddities")
+    r.add_argument("--stats", action="store_true",
+                   help="print exit counts, sensitive exits by class and translation escapes to stderr")
+    r.add_argument("-v", "--verbose", action="store_true",
+                   help="log unassigned ports and device oddities; list translation escapes")
     return ap
 
 
@@ -72,6 +80,10 @@ def _write_console(chunk: bytes) -> None:
         sys.stdout.buffer.flush()
     except BrokenPipeError:           # the reader went away (`| head`): the run goes on, unprinted
         sys.stdout = open(os.devnull, "w")
+
+
+def _counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in counts.items()) or "none"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.serial:
             serial = open(args.serial, "wb")
         console = (lambda chunk: (serial.write(chunk), serial.flush())) if serial else _write_console
-        result = run(args.guest, config=config, limits=limits, trace_path=args.trace, console=console)
+        result = run(args.guest, config=config, limits=limits, trace_path=args.trace, console=console,
+                     mode=args.mode)
     except VmmError as exc:
         print(f"vmm: error: {exc}", file=sys.stderr)
         return exc.exit_status
@@ -101,7 +114,16 @@ def main(argv: list[str] | None = None) -> int:
               + (f"; {result.instructions} instructions" if result.instructions is not None else ""), file=sys.stderr)
         if result.mode == "pv":
             calls = ", ".join(f"{k} {v}" for k, v in sorted(result.hypercalls.items()))
-            print(f"vmm: pv mode; hypercalls: {calls or 'none'}", file=sys.stderr)
+            print(f"vmm: pv mode; hypercalls: {calls or 'none'}; translation escapes: {len(result.escapes)}",
+                  file=sys.stderr)
+        if result.mode in ("fullvirt", "trap"):
+            print(f"vmm: {result.mode} mode; sensitive exits: {_counts(result.sensitive_exits)}", file=sys.stderr)
+            print(f"vmm: by instruction: {_counts(result.sensitive_exits_by_name)}", file=sys.stderr)
+        if result.mode == "trap":
+            print(f"vmm: ran deprivileged, no exit: {_counts(result.deprivileged)}", file=sys.stderr)
+    if result.escapes and (args.stats or args.verbose):
+        for escape in result.escapes:
+            print(f"vmm: translation escape at {escape.describe()}", file=sys.stderr)
     if result.error:
         print(f"vmm: error: {result.error}", file=sys.stderr)
     return result.exit_status

@@ -15,6 +15,8 @@ from .errors import VmmError
 # uc_reg_read without the binding's argument conversions (plain ints in, int out): ~2x cheaper per call.
 _uc_reg_read = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p)(
     ctypes.cast(uclib.uc_reg_read, ctypes.c_void_p).value)
+_uc_reg_write = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p)(
+    ctypes.cast(uclib.uc_reg_write, ctypes.c_void_p).value)
 from .memory import PagingState
 
 CR0_PE = 1 << 0
@@ -160,6 +162,8 @@ class Cpu:
         self._handle = uc._uch.value
         self._scratch = ctypes.c_uint64()
         self._scratch_addr = ctypes.addressof(self._scratch)
+        self._scratch_w = ctypes.c_uint64()
+        self._scratch_w_addr = ctypes.addressof(self._scratch_w)
 
     # --- state queries -------------------------------------------------------------------------
     def paging(self) -> PagingState:
@@ -228,6 +232,12 @@ class Cpu:
         if _uc_reg_read(self._handle, reg, self._scratch_addr) != 0:
             return self.uc.reg_read(reg)
         return self._scratch.value
+
+    def _fast_write(self, reg: int, value: int) -> None:
+        """One register through Unicorn's C API directly (from a code hook, a RIP write skips the instruction)."""
+        self._scratch_w.value = value & 0xFFFFFFFFFFFFFFFF
+        if _uc_reg_write(self._handle, reg, self._scratch_w_addr) != 0:
+            self.uc.reg_write(reg, value)
 
     def table_register(self, reg: int) -> tuple[int, int]:
         """(base, limit) of GDTR/IDTR, or of the descriptor cache of TR/LDTR."""

@@ -9,7 +9,7 @@ from typing import Callable
 from unicorn import UC_PROT_ALL
 from unicorn import x86_const as X
 
-from . import layout, pv
+from . import layout, modes, pv
 from .bus import Bus
 from .clock import VirtualClock
 from .cpu import Cpu, open_engine
@@ -209,8 +209,9 @@ class Machine:
         apply_seabios_state({name: dev for name, (_p, _s, dev) in devices.items()} | {"lapic": self.lapic})
         self.interrupts.changed()
 
-    def boot(self, kernel: str | Path) -> BootRecord:
-        """Load the kernel and put the CPU in the state its boot protocol promises."""
+    def boot(self, kernel: str | Path, mode: modes.Mode | str | None = None) -> BootRecord:
+        """Load the kernel and put the CPU in the state its boot protocol promises; `mode` None: pv for a
+        translated guest, else native."""
         record = load_kernel(kernel, self.ram, self.config.cmdline, self.config.modules)
         self.ram.write(layout.BOOT_GDT_PA, BOOT_GDT)
         uc = self.uc
@@ -229,11 +230,13 @@ class Machine:
         self.fixups.install(candidate_sites(record.image))
         self.record = record
         self.pv = pv.attach(self)                 # a translated guest (PVTR note): pv mode
+        self.modes = modes.install(self, mode)
         return record
 
     @property
     def mode(self) -> str:
-        return "pv" if getattr(self, "pv", None) is not None else "native"
+        state = getattr(self, "modes", None)
+        return state.mode.value if state is not None else "native"
 
     def run(self, limits: Limits = Limits()) -> None:
         self.vcpu.run(limits)

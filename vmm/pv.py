@@ -98,10 +98,10 @@ class PvMode:
         # handed one of them in a fault frame resumes at the matching point of the trampoline)
         self._boundaries = {e.trampoline_va: e for e in self.table.pc_map}
         self._boundary_vas = [e.trampoline_va for e in self.table.pc_map]
-        self._resume_in = {e.original_va: e.trampoline_va for e in self.table.pc_map
-                           if e.kind is not abi.PcKind.BACK and not (
-                               e.original_va in self.table.sites
-                               and self.table.sites[e.original_va].trampoline_va == e.trampoline_va)}
+        self.resume_in = {e.original_va: e.trampoline_va for e in self.table.pc_map
+                          if e.kind is not abi.PcKind.BACK and not (
+                              e.original_va in self.table.sites
+                              and self.table.sites[e.original_va].trampoline_va == e.trampoline_va)}
         self._step_from: int | None = None
         self._stepping = False
         own = next(seg for seg in image.segments if seg.vaddr <= desc.shared_page_va < seg.vaddr + seg.mem_size)
@@ -200,8 +200,8 @@ class PvMode:
             target = targets.get(address)
             if target is not None and not self._stepping:   # _step_at runs an original instruction there
                 uc.reg_write(X.UC_X86_REG_RIP, target)
-        for va in self._resume_in:
-            self.uc.hook_add(UC_HOOK_CODE, redirect, self._resume_in, begin=va, end=va)
+        for va in self.resume_in:
+            self.uc.hook_add(UC_HOOK_CODE, redirect, self.resume_in, begin=va, end=va)
 
     def _deliver_guest(self, event: Event) -> None:
         self._step_from = None

@@ -7,7 +7,9 @@ from pathlib import Path
 from typing import Callable, TextIO
 
 from .errors import GuestError
+from .escapes import Escape
 from .machine import Console, Machine, MachineConfig
+from .modes import Mode
 from .vcpu import Limits
 
 
@@ -21,8 +23,13 @@ class RunResult:
     guest_time_ns: int
     instructions: int | None
     error: str | None = None
-    mode: str = "native"                       # "pv" for a translated guest (PVTR note)
+    mode: str = "native"                       # native | fullvirt | trap | pv (vmm.modes)
     hypercalls: dict[str, int] = field(default_factory=dict)   # pv: calls by Hypercall name ("TRAP": trap sites)
+    # fullvirt, trap: exits at sensitive instructions by catalog class name, and by catalog entry name
+    sensitive_exits: dict[str, int] = field(default_factory=dict)
+    sensitive_exits_by_name: dict[str, int] = field(default_factory=dict)
+    deprivileged: dict[str, int] = field(default_factory=dict)  # trap: runs without an exit, by class name
+    escapes: tuple[Escape, ...] = ()           # pv: sensitive instructions outside the translator's pages
 
     @property
     def passed(self) -> bool:
@@ -43,8 +50,9 @@ class JsonlTrace:
 
 
 def run(guest: str | Path, *, config: MachineConfig = MachineConfig(), limits: Limits = Limits(),
-        trace_path: str | Path | None = None, console: Callable[[bytes], None] | None = None) -> RunResult:
-    """Boot `guest` and run it to its end.
+        trace_path: str | Path | None = None, console: Callable[[bytes], None] | None = None,
+        mode: Mode | str | None = None) -> RunResult:
+    """Boot `guest` and run it to its end, in `mode` (None: pv for a translated guest, else native).
 
     Bad input (image, configuration) raises a `VmmError`; what the guest does, including crashing,
     is reported in the result (`error` says why a run ended without an isa-debug-exit).
@@ -56,7 +64,7 @@ def run(guest: str | Path, *, config: MachineConfig = MachineConfig(), limits: L
         machine = Machine(config, sink)
         if trace_file:
             machine.vcpu.trace = JsonlTrace(trace_file, machine.clock)
-        machine.boot(guest)
+        machine.boot(guest, mode)
         error, status = None, None
         try:
             machine.run(limits)
@@ -65,7 +73,9 @@ def run(guest: str | Path, *, config: MachineConfig = MachineConfig(), limits: L
             error, status = str(exc), exc.exit_status
         return RunResult(bytes(sink.data), status, machine.vcpu.exit_counts(), machine.clock.now_ns,
                          machine.vcpu.instructions if limits.max_instructions is not None else None, error,
-                         machine.mode, dict(machine.vcpu.hypercalls))
+                         machine.mode, dict(machine.vcpu.hypercalls), machine.modes.sensitive_exits(),
+                         machine.modes.sensitive_exits_by_name(), machine.modes.deprivileged(),
+                         machine.modes.escapes())
     finally:
         if machine is not None:
             machine.close()

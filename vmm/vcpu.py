@@ -88,6 +88,7 @@ class Vcpu:
         self._event: Event | None = None
         self._hook_error: BaseException | None = None
         self._fault_cr2 = 0
+        self.stop_cr2: int | None = None        # CR2 when a hook ended the slice (emu_start clobbers it on exit)
         # Unicorn skips the I/O permission check. The VMM checks it once the guest has been seen
         # outside ring 0 (checking CPL on every exit of a ring-0-only guest would double its cost).
         self._user_mode_seen = False
@@ -104,6 +105,7 @@ class Vcpu:
         # it with the shared page's virtual IF (see vmm/pv.py).
         self.interrupts_enabled: Callable[[], bool] = cpu.interrupts_enabled
         self.pv = None                          # vmm.pv.PvMode in pv mode
+        self.discovery = None                   # vmm.discover.Discovery in fullvirt, trap and pv modes
         self.hypercalls: Counter[str] = Counter()
 
     def raise_fault(self, event: Event) -> None:
@@ -348,7 +350,10 @@ class Vcpu:
         self._event = None
         self._stop_requested = False
         pc = self.cpu.pc
+        if self.discovery is not None:
+            self.discovery.slice_start(pc, count)      # no edge report for the block a slice starts with
         guest_cr2 = self.uc.reg_read(X.UC_X86_REG_CR2)
+        self.stop_cr2 = None
         try:
             self.uc.emu_start(pc, NEVER_REACHED, timeout=timeout_us, count=count)
         except UcError as exc:
@@ -372,7 +377,7 @@ class Vcpu:
         self.cpu.clear_fault_history()
         if self.uc.reg_read(X.UC_X86_REG_CR2) in VMM_CR2_ARTEFACTS:
             self.uc.reg_write(X.UC_X86_REG_CR2, self._fault_cr2 if self._event and self._event.vector == PF
-                              else guest_cr2)
+                              else guest_cr2 if self.stop_cr2 is None else self.stop_cr2)
         if self._hook_error is not None:
             if isinstance(self._hook_error, VmmError):
                 raise self._hook_error

@@ -1,0 +1,168 @@
+"""fullvirt and trap modes: owns the exit taken at every sensitive instruction discovery finds, and its counts.
+
+Each site found (`vmm.discover`) gets a UC_HOOK_CODE ranged to its own address (which costs nothing
+elsewhere); its handler runs before the instruction, with the guest state at it. How each catalog
+entry is handled is a table checked against the catalog at import:
+
+- EXECUTE (fullvirt: every entry; trap: the privileged ones): the exit is taken and counted, then
+  the engine carries out exactly this instruction on the vCPU state, as pv mode single-steps a
+  privileged instruction, but without leaving the slice; its side effects go through the VMM's own
+  handlers (port bus, CPUID model, cpufix's MSRs and CR8). Faults are raised at the instruction, as
+  natively. Emulating in the hook and skipping by a RIP write was measured and not kept: Unicorn
+  then leaves the block and re-enters its loop (+0.65 us per exit), and an EFLAGS write from a
+  hook costs another 0.9 us, against 0.18 us for the exit itself, with the same guest-visible result.
+- DEPRIVILEGED (trap mode, the catalog's sensitive-unprivileged entries): no exit; the instruction
+  runs as at the guest kernel's deprivileged ring (`vmm.deprivileged`), counted apart.
+
+Exits are counted per execution: one per instruction, one per element of a string I/O instruction
+(Unicorn re-enters a rep instruction once per iteration, and once more when the count is 0).
+"""
+from __future__ import annotations
+
+import bisect
+import enum
+from collections import Counter
+from types import MappingProxyType
+from typing import Callable
+
+from unicorn import UC_HOOK_CODE
+from unicorn import x86_const as X
+
+from pvtranslate.catalog import ENTRIES, Form, Privilege
+
+from . import deprivileged
+from .cpu import Cpu
+from .discover import SensitiveSite
+from .memory import GuestRam
+from .rawhooks import CODE_CFUNC, add_raw_hook
+
+
+class Handling(enum.Enum):
+    EXECUTE = "the exit is taken, then the engine carries out this one instruction"
+    DEPRIVILEGED = "trap mode: no exit; runs as at the guest kernel's deprivileged ring"
+
+
+FULLVIRT: MappingProxyType = MappingProxyType({e.name: Handling.EXECUTE for e in ENTRIES})
+TRAP: MappingProxyType = MappingProxyType(
+    {e.name: Handling.DEPRIVILEGED if e.privilege is Privilege.SENSITIVE_UNPRIVILEGED else Handling.EXECUTE
+     for e in ENTRIES})
+if not deprivileged.covers(n for n, h in TRAP.items() if h is Handling.DEPRIVILEGED):
+    raise ImportError("vmm.fullvirt: a sensitive-unprivileged catalog entry has no deprivileged handling")
+_MISSING = object()
+
+
+class _Armed:
+    """One hooked site in one code mode: how it is handled and how often it ran."""
+
+    __slots__ = ("site", "handling", "run", "count_mask", "hits")
+
+    def __init__(self, site: SensitiveSite, handling: Handling, run: Callable[[], None] | None) -> None:
+        self.site = site
+        self.handling = handling
+        self.run = run                      # None: the engine runs the instruction as it is
+        # rep ins/outs: the count register's width; an entry with it at 0 moves no element, no exit
+        self.count_mask = (1 << 8 * site.insn.addr_size) - 1 if site.entry.form is Form.STRING_REP else 0
+        self.hits = 0
+
+
+class SiteHooks:
+    """The per-site code hooks of fullvirt or trap mode (a discovery listener) and the exit counts."""
+
+    def __init__(self, trap: bool, cpu: Cpu, ram: GuestRam, fail: Callable[[BaseException], None]) -> None:
+        self.table = TRAP if trap else FULLVIRT
+        self.cpu = cpu
+        self.uc = cpu.uc
+        self.ram = ram
+        self.fail = fail
+        self._slots: dict[int, dict[int, _Armed]] = {}      # va -> code bits -> armed site
+        self._vas: list[int] = []                            # the keys of _slots, sorted
+        self._dispatch: dict[int, _Armed | None] = {}        # va -> its only site; None: ask the code mode
+        self._mixed: set[int] = set()                        # vas also scanned in another code mode
+        self._hooks: dict[int, int] = {}                     # va -> hook handle
+        self._retired: list[_Armed] = []                     # replaced sites keep their counts
+        self._code_cb = CODE_CFUNC(self._on_code)
+
+    # --- discovery listener ----------------------------------------------------------------------------
+    def block_scanned(self, lo: int, hi: int, bits: int, sites: list[SensitiveSite]) -> bool:
+        found = {s.va: s for s in sites}
+        changed = False
+        start = bisect.bisect_left(self._vas, lo)
+        for va in self._vas[start:bisect.bisect_left(self._vas, hi, start)]:
+            variants = self._slots[va]
+            old = variants.get(bits)
+            if old is None:
+                self._mixed.add(va)
+            elif found.get(va) is None or found[va].code != old.site.code:
+                self._retired.append(variants.pop(bits))
+                changed = True
+        for va, site in found.items():
+            variants = self._slots.get(va)
+            if variants is not None and bits in variants:
+                continue
+            if variants is None:
+                variants = self._slots[va] = {}
+                bisect.insort(self._vas, va)
+            elif variants:
+                self._mixed.add(va)
+            handling = self.table[site.entry.name]
+            run = deprivileged.handler(site, self.cpu, self.ram) if handling is Handling.DEPRIVILEGED else None
+            variants[bits] = _Armed(site, handling, run)
+            changed = True
+        for va in self._vas[bisect.bisect_left(self._vas, lo):bisect.bisect_left(self._vas, hi)]:
+            self._rehook(va)
+        return changed
+
+    def _rehook(self, va: int) -> None:
+        variants = self._slots[va]
+        if not variants:
+            del self._slots[va]
+            self._vas.remove(va)
+            self._dispatch.pop(va, None)
+            self.uc.hook_del(self._hooks.pop(va))
+            return
+        self._dispatch[va] = None if va in self._mixed or len(variants) > 1 else next(iter(variants.values()))
+        if va not in self._hooks:
+            self._hooks[va] = add_raw_hook(self.uc, UC_HOOK_CODE, self._code_cb, va, va)
+
+    # --- the exit ----------------------------------------------------------------------------------------
+    def _on_code(self, _handle, address: int, _size: int, _ud) -> None:
+        try:
+            armed = self._dispatch.get(address, _MISSING)
+            if armed is None:
+                armed = self._slots[address].get(self.cpu.code_bits())
+                if armed is None:
+                    return
+            elif armed is _MISSING:
+                return
+            if not armed.count_mask or self.cpu._fast_read(X.UC_X86_REG_RCX) & armed.count_mask:
+                armed.hits += 1
+            if armed.run is not None:
+                armed.run()
+        except BaseException as exc:          # noqa: BLE001 - never unwind through the C engine
+            self.fail(exc)
+
+    # --- counts --------------------------------------------------------------------------------------------
+    def _all(self):
+        yield from self._retired
+        for variants in self._slots.values():
+            yield from variants.values()
+
+    def exits_by_class(self) -> dict[str, int]:
+        return _count((a.site.entry.cls.name, a.hits) for a in self._all() if a.handling is not Handling.DEPRIVILEGED)
+
+    def exits_by_name(self) -> dict[str, int]:
+        return _count((a.site.entry.name, a.hits) for a in self._all() if a.handling is not Handling.DEPRIVILEGED)
+
+    def deprivileged_by_class(self) -> dict[str, int]:
+        return _count((a.site.entry.cls.name, a.hits) for a in self._all() if a.handling is Handling.DEPRIVILEGED)
+
+    def sites(self) -> list[SensitiveSite]:
+        return [a.site for a in self._all()]
+
+
+def _count(pairs) -> dict[str, int]:
+    total: Counter[str] = Counter()
+    for key, n in pairs:
+        if n:
+            total[key] += n
+    return dict(sorted(total.items()))
