@@ -18,6 +18,13 @@ linearly (jump-table targets), and their branch targets traversed in turn. Bytes
 never decoded as code: they are reported as ``Unclassified`` ranges (``padding`` when they decode as
 nothing but nops/int3, else ``unreached``). Instructions use Capstone's ``disasm_lite``; only
 candidate sites are decoded again with detail and classified by the catalog.
+
+5. ``SWEEP``: an executable section with no symbol at all (a stripped kernel such as Debian's
+   vmlinux) gives traversal too few starting points. Traversal there follows only code in a mode
+   other than the bulk mode (boot stubs); everything it left is swept linearly in the bulk mode
+   (``pvtranslate.sweep``: parallel, keeping no instructions). For swept code ``Decoded.insns``
+   holds only the candidate sites and the instructions right after them (what the planner may
+   displace); ``instruction_count`` counts all.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ import capstone
 from pvtranslate import PvTranslateError
 from pvtranslate.catalog import CANDIDATE_IDS, CatalogEntry, classify
 from pvtranslate.image import Image, SymbolType
+from pvtranslate.sweep import sweep
 
 __all__ = [
     "DecodeError",
@@ -58,6 +66,7 @@ class ModeSource(enum.Enum):
     ENTRY_PROTOCOL = "entry protocol (PVH/multiboot entry is 32-bit; plain ELF entry follows the ELF class)"
     FAR_JUMP = "far jump through a GDT descriptor"
     SYMBOL = "function symbol, bulk mode"
+    SWEEP = "linear sweep of a section without symbols, bulk mode"
 
 
 @dataclass(frozen=True)
@@ -140,6 +149,7 @@ class Decoded:
     sites: tuple[Site, ...]
     mode_switches: tuple[ModeSwitch, ...]
     notes: tuple[str, ...] = field(default=())  # things the decoder could not resolve (indirect jumps, ...)
+    instruction_count: int = 0  # every instruction decoded, swept ones included (insns may be sparse)
 
     def bits_at(self, va: int) -> int | None:
         i = bisect.bisect_right(self.regions, va, key=lambda r: r.start_va) - 1
@@ -162,6 +172,10 @@ _COND = frozenset(("jo", "jno", "jb", "jae", "je", "jne", "jbe", "ja", "js", "jn
 _PADDING = frozenset(("nop", "int3"))
 _RE_LEA_NOP = re.compile(r"^([a-z]+), \[\1\]$")  # gcc's i386 multi-byte nop: lea esi, [esi + eiz*1 + 0]
 _NEEDS_OPERAND_CHECK = frozenset(("mov", "push", "pop"))
+_RE_UNOWNED = re.compile(rb"\x00+")          # owner bytes no instruction claimed
+_RE_SWEPT = re.compile(rb"\x03+")            # owner bytes claimed by the linear sweep
+_RE_GAP = re.compile(rb"[^\x01\x03]+")
+_SPARSE_BYTES = 16  # swept instructions kept after each candidate site (a 5-byte jump displaces < 5+15)
 
 
 def _candidate_mnemonics() -> frozenset[str]:
@@ -198,6 +212,13 @@ class _Decoder:
         self.bulk_bits = int(image.elf_class)
         self.last_gdt: int | None = None  # the most recent lgdt seen on any path
         self.swept = 0  # instructions found by linear sweep inside function symbols
+        # sections without any symbol: swept in the bulk mode after traversal (see SWEEP)
+        named = {self.region_of(sym.va) for sym in image.symbols}
+        self.sweep_regions = frozenset(ri for ri in range(len(self.regions)) if ri not in named)
+        self.sweep_bits_fixed = image.elf_class == 64  # an ELF32 may switch its bulk mode to 64 later
+        self.swept_ranges: list[tuple[int, int, int, int]] = []  # (region, lo off, hi off, bits)
+        self.sparse: dict[int, Insn] = {}  # swept instructions kept for the planner
+        self.sweep_count = 0
 
     # ---- lookups
     def region_of(self, va: int) -> int | None:
@@ -213,9 +234,18 @@ class _Decoder:
         return None
 
     def push(self, va: int, bits: int, source: ModeSource, gdt: int | None = None) -> None:
+        if self.region_of(va) is None and (virt := self.image.virtual_of(va)) is not None \
+                and self.region_of(virt) is not None:
+            self.notes.append(f"{va:#x}: physical branch target (paging off), decoded at {virt:#x}")
+            self.targets.add(virt)
+            va = virt
         ub = self.user_bits(va)
         if ub is not None:
             bits, source = ub, ModeSource.USER
+        elif bits == self.bulk_bits and (self.sweep_bits_fixed or self.bulk_bits != int(self.image.elf_class)):
+            ri = self.region_of(va)
+            if ri is not None and ri in self.sweep_regions:
+                return  # bulk-mode code in a section without symbols: the sweep decodes it
         self.work.append((va, bits, source, gdt))
 
     # ---- far jumps
@@ -426,6 +456,52 @@ class _Decoder:
             self.bad.append((nxt, nxt + 1, "invalid"))
 
 
+    def sweep_stripped(self) -> None:
+        """Sweep what traversal left in sections without symbols, in the bulk mode (``SWEEP``)."""
+        if not self.sweep_regions:
+            return
+        ranges, where = [], []
+        for ri in sorted(self.sweep_regions):
+            region = self.regions[ri]
+            for m in _RE_UNOWNED.finditer(self.owner[ri]):
+                bits = self.user_bits(region.start_va + m.start()) or self.bulk_bits
+                ranges.append((region.start_va, region.data, region.start_va + m.start(), region.start_va + m.end(),
+                               bits))
+                where.append((ri, m.start(), m.end(), bits))
+        if not ranges:
+            return
+        results = sweep(ranges, _CANDIDATE_MNEMONICS, _NEEDS_OPERAND_CHECK)
+        masks = {ri: bytearray(len(self.regions[ri].data)) for ri in self.sweep_regions}
+        swept_targets = []
+        for (ri, lo, hi, bits), res in zip(where, results):
+            region, owner = self.regions[ri], self.owner[ri]
+            base = region.start_va
+            end = min(res.end - base, hi)
+            owner[lo:end] = b"\x03" * (end - lo)
+            for va in res.invalid:
+                owner[va - base] = 0
+                self.bad.append((va, va + 1, "invalid"))
+            self.swept_ranges.append((ri, lo, end, bits))
+            self.sweep_count += res.instructions
+            md = self.lite[bits]
+            for va in res.candidates:  # the site and what the planner may displace after it
+                o = va - base
+                masks[ri][o:o + _SPARSE_BYTES] = b"\x01" * len(masks[ri][o:o + _SPARSE_BYTES])
+                for a, size, mnemonic, op_str in md.disasm_lite(region.data[o:min(o + 2 * _SPARSE_BYTES, hi)], va):
+                    if a >= va + _SPARSE_BYTES:
+                        break
+                    self.sparse[a] = Insn(a, size, bits, region.data[a - base:a - base + size], mnemonic, op_str)
+            swept_targets.append(res.targets)
+            if self.progress is not None:
+                self.progress(end - lo)
+        # only targets that fall where the planner looks (right after a candidate) are kept
+        for targets in swept_targets:
+            for t in targets:
+                ri = self.region_of(t)
+                if ri in masks and masks[ri][t - self.regions[ri].start_va]:
+                    self.targets.add(t)
+
+
 def _is_padding(md: capstone.Cs, data: bytes, va: int) -> bool:
     if not data.strip(b"\x00\x90\xcc"):
         return True
@@ -467,6 +543,7 @@ def decode(image: Image, mode_map: Iterable[ModeRange] = (),
         if not dec.sweep_functions():
             break
         dec.drain()
+    dec.sweep_stripped()
     return _freeze(dec)
 
 
@@ -474,12 +551,28 @@ def _freeze(dec: _Decoder) -> Decoded:
     insns: list[Insn] = []
     regions: list[Region] = []
     unclassified: list[Unclassified] = []
-    bad = {(a, kind) for a, _e, kind in dec.bad}
+    bad = {kind: sorted(a for a, _e, k in dec.bad if k == kind) for kind in ("invalid", "overlap")}
+    swept_bits = {(ri, lo): bits for ri, lo, _hi, bits in dec.swept_ranges}
+
+    def any_bad(kind: str, lo: int, hi: int) -> bool:
+        i = bisect.bisect_left(bad[kind], lo)
+        return i < len(bad[kind]) and bad[kind][i] < hi
+
     for ri, region in enumerate(dec.regions):
         owner = dec.owner[ri]
         base = region.start_va
         data = region.data
         cur: list | None = None  # [start, end, bits, source]
+
+        def extend(va: int, end: int, bits: int, source: ModeSource) -> None:
+            nonlocal cur
+            if cur is not None and cur[2] == bits and cur[3] is source and cur[1] == va:
+                cur[1] = end
+                return
+            if cur is not None:
+                regions.append(Region(cur[0], cur[1], cur[2], cur[3], region.name))
+            cur = [va, end, bits, source]
+
         o = 0
         n = len(data)
         while o < n:
@@ -487,22 +580,22 @@ def _freeze(dec: _Decoder) -> Decoded:
                 va = base + o
                 size, bits, mnemonic, op_str, source = dec.found[va]
                 insns.append(Insn(va, size, bits, data[o : o + size], mnemonic, op_str))
-                if cur is not None and cur[2] == bits and cur[3] is source and cur[1] == va:
-                    cur[1] = va + size
-                else:
-                    if cur is not None:
-                        regions.append(Region(cur[0], cur[1], cur[2], cur[3], region.name))
-                    cur = [va, va + size, bits, source]
+                extend(va, va + size, bits, source)
                 o += size
                 continue
+            if owner[o] == 3:
+                e = _RE_SWEPT.match(owner, o).end()
+                bits = swept_bits.get((ri, o)) or (cur[2] if cur else dec.bulk_bits)
+                extend(base + o, base + e, bits, ModeSource.SWEEP)
+                o = e
+                continue
             g = o
-            while o < n and owner[o] != 1:
-                o += 1
+            o = _RE_GAP.match(owner, o).end()
             gap_va = base + g
             gap_bits = cur[2] if cur else int(dec.image.elf_class)
-            if any((base + k, "invalid") in bad for k in range(g, o)):
+            if any_bad("invalid", gap_va, base + o):
                 kind = "invalid"
-            elif any((base + k, "overlap") in bad for k in range(g, o)):
+            elif any_bad("overlap", gap_va, base + o):
                 kind = "overlap"
             elif _is_padding(dec.lite[gap_bits], data[g:o], gap_va):
                 kind = "padding"
@@ -517,6 +610,8 @@ def _freeze(dec: _Decoder) -> Decoded:
                 cur = None
         if cur is not None:
             regions.append(Region(cur[0], cur[1], cur[2], cur[3], region.name))
+    if dec.sparse:
+        insns = sorted([*insns, *dec.sparse.values()], key=lambda i: i.va)
     sites = _sites(insns)
     return Decoded(
         insns=tuple(insns),
@@ -526,6 +621,7 @@ def _freeze(dec: _Decoder) -> Decoded:
         sites=tuple(sites),
         mode_switches=tuple(dec.switches),
         notes=tuple(dec.notes),
+        instruction_count=len(dec.found) + dec.sweep_count,
     )
 
 

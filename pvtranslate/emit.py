@@ -596,13 +596,42 @@ def _deliver(a: _Asm, step: Step) -> None:
         raise EmitError("deliver_if_pending: unexpected hypercall size")
 
 
+def _push_return_address(a: _Asm, ret_va: int, bits: int) -> None:
+    """Push ``ret_va`` without touching flags or registers (a displaced call's return address)."""
+    signed = ret_va - (1 << 64) if ret_va >= 1 << 63 else ret_va
+    if bits == 32 or -(1 << 31) <= signed < (1 << 31):
+        a.raw(b"\x68" + struct.pack("<I", ret_va & 0xFFFFFFFF))  # push imm32 (sign-extended in 64-bit)
+    else:  # push rax; mov rax, imm64; xchg [rsp], rax
+        a.raw(b"\x50\x48\xb8" + struct.pack("<Q", ret_va) + b"\x48\x87\x04\x24")
+
+
+def _indirect_call_as_jmp(a: _Asm, insn, raw: bytes, va: int, bits: int) -> bytes:
+    """``call r/m`` (ff /2) re-encoded as ``jmp r/m`` (ff /4) at the current address, RIP operand kept."""
+    k = 1 if bits == 64 and 0x40 <= raw[0] <= 0x4F else 0
+    out = bytearray(raw)
+    out[k + 1] = (raw[k + 1] & ~0x38) | (4 << 3)
+    if bits == 64 and raw[k + 1] & 0xC7 == 0x05:  # [rip + disp32]
+        target = va + len(raw) + struct.unpack_from("<i", raw, insn.disp_offset)[0]
+        rel = target - (a.pc + len(out))
+        if not -_REACH <= rel < _REACH:
+            raise EmitError(f"replay of {raw.hex()} at {va:#x}: RIP target {target:#x} beyond rel32 reach")
+        struct.pack_into("<i", out, insn.disp_offset, rel)
+    return bytes(out)
+
+
 def _replay(a: _Asm, step: Step, bits: int) -> None:
     va, raw, rip, branch = step.args
     if branch:
         insn = _decode_one(raw, va, bits)
-        target = insn.operands[0].imm & ((1 << bits) - 1)  # Capstone gives high targets signed
+        target = insn.operands[0].imm & ((1 << bits) - 1)  # Capstone gives high targets signed (unused for ff /2)
         if insn.mnemonic == "jmp":
             a.jmp_rel32(target)
+        elif insn.mnemonic == "call":  # the callee must return to the original code after the call
+            _push_return_address(a, va + len(raw), bits)
+            if raw[0] == 0xE8:
+                a.jmp_rel32(target)
+            else:
+                a.raw(_indirect_call_as_jmp(a, insn, raw, va, bits))
         else:
             cc = (raw[1] if raw[0] == 0x0F else raw[0]) & 0x0F
             rel = target - (a.pc + 6)

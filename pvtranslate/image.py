@@ -145,10 +145,19 @@ class Image:
     pvh_entry_va: int | None  # XEN_ELFNOTE_PHYS32_ENTRY: the 32-bit PVH entry
     multiboot: bool  # a multiboot v1 header in the first 8 KiB: e_entry is 32-bit protected mode
     has_pv_note: bool
+    load_segments: tuple[tuple[int, int, int], ...] = ()  # PT_LOAD (vaddr, paddr, memsz)
 
     @property
     def bits(self) -> int:
         return int(self.elf_class)
+
+    def virtual_of(self, addr: int) -> int | None:
+        """The virtual address of physical ``addr`` (code running with paging off, e.g. a kernel's
+        32-bit boot stub, jumps to physical addresses), or None if no segment loads it."""
+        for vaddr, paddr, memsz in self.load_segments:
+            if paddr <= addr < paddr + memsz:
+                return vaddr + (addr - paddr)
+        return None
 
     def read(self, va: int, size: int) -> bytes | None:
         """``size`` bytes at ``va`` from any loaded section with file contents, or None."""
@@ -298,6 +307,7 @@ def _virtual(binary, addr: int) -> int:
 
 
 def _build(raw: bytes, hdr: _Header, binary, where: str, allow_translated: bool) -> Image:
+    import lief
     has_pv_note = False
     pvh_entry: int | None = None
     for note in binary.notes:
@@ -355,4 +365,6 @@ def _build(raw: bytes, hdr: _Header, binary, where: str, allow_translated: bool)
         pvh_entry_va=pvh_entry,
         multiboot=_find_multiboot(raw),
         has_pv_note=has_pv_note,
+        load_segments=tuple((int(sg.virtual_address), int(sg.physical_address), int(sg.virtual_size))
+                            for sg in binary.segments if sg.type == lief.ELF.Segment.TYPE.LOAD),
     )

@@ -19,8 +19,9 @@ The ladder (DESIGN.md, "Patching x86 in place"), tried in ``Tactic`` order:
     A ``jmp rel32`` (5 bytes) at the site start into a trampoline that runs the lowering, then the
     displaced following instructions, then jumps back. Displaced instructions are the ones that
     start before ``site + 5``. Allowed only when: trampolines are allowed; the displaced
-    instructions are contiguous, in the same region and mode; none is a control transfer (that is
-    a function end or a flow end: a displaced ``call`` would push a trampoline address); none
+    instructions are contiguous, in the same region and mode; none is a control transfer but a
+    direct jmp/jcc (re-encoded), a near ret, or — as the last one — a call the trampoline replays as
+    a push of its original return address and a jmp (``_replayable_call``); none
     crosses a symbol boundary (``boundaries``: where a symbol starts, or a sized function ends —
     code may be entered or left there); no branch target lies strictly inside the patch range (the
     site's own start may be one); and a displaced instruction that is itself a site is lowered in
@@ -400,17 +401,33 @@ def _is_control(insn: Insn) -> bool:
 
 
 def _relocatable_branch(insn: Insn) -> bool:
-    """A direct jmp/jcc (re-encoded rel32 to the same absolute target) or a near ret (runs as is)."""
+    """A direct jmp/jcc (re-encoded rel32 to the same absolute target), a direct call (replayed as a
+    push of its original return address and a jmp: the callee returns to the original code), or a
+    near ret (runs as is)."""
     name = _name(insn)
     if insn.mnemonic != name:  # prefixed (bnd, notrack, ...)
         return False
     if name in ("ret",):
         return True
+    if name == "call":
+        return _replayable_call(insn)
     return name in _JCC | {"jmp"} and insn.op_str.startswith("0x") and " " not in insn.op_str
 
 
+def _replayable_call(insn: Insn) -> bool:
+    """call rel32, or an indirect call (ff /2) whose operand does not use the stack pointer: replayed
+    as a push of the original return address and a jmp with the same operand."""
+    raw = insn.raw
+    if raw[:1] == b"\xe8":
+        return insn.op_str.startswith("0x") and " " not in insn.op_str
+    k = 1 if insn.bits == 64 and 0x40 <= raw[0] <= 0x4F else 0
+    return (len(raw) > k + 1 and raw[k] == 0xFF and (raw[k + 1] >> 3) & 7 == 2
+            and not any(r in insn.op_str for r in ("rsp", "esp", "sp]", "sp +", "sp -")))
+
+
 def _ends_flow(insn: Insn) -> bool:
-    return _name(insn) in ("jmp", "ret")
+    """Control does not come back to the trampoline after it (a displaced call returns to the original)."""
+    return _name(insn) in ("jmp", "ret", "call")
 
 
 def _needs_rip(insn: Insn) -> bool:

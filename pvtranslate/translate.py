@@ -40,7 +40,7 @@ class Translation:
 
     def statistics(self) -> dict:
         stats = {
-            "instructions": len(self.decoded.insns),
+            "instructions": self.decoded.instruction_count,
             "sites": len(self.plan.sites),
             "by_class": {k.name: v for k, v in sorted(self.plan.by_class.items(), key=lambda kv: kv[0].name)},
             "by_tactic": {k.name: v for k, v in self.plan.by_tactic.items()},

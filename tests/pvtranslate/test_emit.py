@@ -175,7 +175,9 @@ class TestPatches:
                 elif st.op is StepOp.REPLAY:
                     va, raw, rip, branch = st.args
                     orig = next(_md(s.bits).disasm(raw, va))
-                    if branch:
+                    if branch and orig.mnemonic == "call":  # push of the original return address, jmp
+                        anchors.append(("jmp", orig.op_str))
+                    elif branch:
                         anchors.append((orig.mnemonic, orig.op_str))  # same absolute target, now rel32
                     elif rip:
                         anchors.append(("rip", orig.mnemonic))  # target checked in the next test

@@ -143,9 +143,27 @@ def test_displaced_jmp_ends_the_trampoline_without_jump_back():
     assert s.tactic is Tactic.TRAMPOLINE_JUMP and s.sequence[-1].op is StepOp.REPLAY
 
 
-def test_displaced_call_is_refused():
+def test_displaced_call_ends_the_trampoline():
+    """A call rel32 may be displaced as the last instruction: it is replayed as push of its original
+    return address + jmp, so the callee returns to the original code and no jump back follows."""
     d = snippet("cli; call 0x401000; ret")
+    s = at(plan(d), BASE)
+    assert s.tactic is Tactic.TRAMPOLINE_JUMP and s.patch.end_va == BASE + 6
+    (call,) = s.displaced
+    assert call.needs_branch_relocation and call.text.startswith("call")
+    assert StepOp.JUMP_BACK not in [st.op for st in s.sequence]
+
+
+def test_indirect_or_early_call_is_refused():
+    d = snippet("cli; call qword ptr [rsp + 8]; ret")  # its operand would move with the pushed address
     assert at(plan(d), BASE).tactic is Tactic.TRAP
+    d = snippet("cli; call qword ptr [rip + 0x100]; ret")  # pv-ops style: replayed as push + jmp [rip]
+    (call,) = at(plan(d), BASE).displaced
+    assert call.needs_branch_relocation and call.needs_rip_relocation
+    d = snippet("cli; nop; call 0x401000; ret", bits=32)        # the call must end the displaced bytes
+    assert at(plan(d), BASE).tactic is Tactic.TRAMPOLINE_JUMP
+    d = snippet("cli; call 0x401000; ret", bits=32, targets=(6,))
+    assert at(plan(d), BASE).tactic is Tactic.TRAMPOLINE_JUMP   # the return address may be a target
 
 
 def test_two_close_sites_are_planned_together():
