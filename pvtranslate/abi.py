@@ -11,7 +11,10 @@ Contract summary (see ../shared/DESIGN.md, "Contracts"):
   table; any other ``int n`` is the guest's own and goes through its IDT.
 - Hypercall number in eax/rax, arguments and results in the registers of ``REGISTERS_32`` /
   ``REGISTERS_64``; every other register and every flag is preserved unless the hypercall's
-  ``HypercallSpec.results`` names it.
+  ``HypercallSpec.results`` names it. A trampoline that keeps the guest's registers in the shared
+  page's save area (``SharedOffset.SAVE_AREA``, recorded per ``int 0x82``) has them put back by
+  the VMM as part of the hypercall: the guest's own values, with the instruction's results (a
+  narrow one, in al/ax, merged into the register) in the registers the original writes.
 - Shared page (one 4 KiB page, guest-physical and guest-virtual address given by the note): the
   virtual CPU state the guest reads or writes without an exit. Layout: ``SHARED_PAGE_FIELDS``.
 - ELF note: name ``"PVTR"``, type ``NoteType.ABI``, descriptor ``AbiDescriptor``.
@@ -21,7 +24,7 @@ from __future__ import annotations
 
 import enum
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Mapping, NewType
 
@@ -47,6 +50,11 @@ __all__ = [
     "SHARED_PAGE_FIELDS",
     "SHARED_PAGE_MAGIC",
     "SREG_SHADOW_ORDER",
+    "pack_string_flags",
+    "unpack_string_flags",
+    "STRING_ADDR32",
+    "STRING_ADDR16",
+    "STRING_SEGMENT_SHIFT",
     "MSW_OFFSET",
     "sreg_shadow_offset",
     "DescriptorQuery",
@@ -67,6 +75,8 @@ __all__ = [
     "PcKind",
     "PcMapEntry",
     "UNWIND_REGISTERS",
+    "UNWIND_ACCESS",
+    "UNWIND_SAVE_AREA",
     "unwind_index",
     "SiteEntry",
     "SiteTable",
@@ -77,7 +87,7 @@ __all__ = [
 GuestVa = NewType("GuestVa", int)
 """A guest-virtual address (as the translated kernel sees it)."""
 
-ABI_VERSION = 2  # 2: hypercall records carry the trampoline's saved registers (fault unwinding)
+ABI_VERSION = 2  # 2: unwind records (saved registers at each int 0x82 and guest-memory access), pc map
 SUPPORTED_ABI_VERSIONS: tuple[int, ...] = (2,)
 
 
@@ -198,9 +208,11 @@ _SPECS: tuple[HypercallSpec, ...] = (
     HypercallSpec(_H.PORT_OUT8, ("port", "value"), ()),
     HypercallSpec(_H.PORT_OUT16, ("port", "value"), ()),
     HypercallSpec(_H.PORT_OUT32, ("port", "value"), ()),
-    # element_size 1/2/4; count 1 for a non-rep form; buffer_va is (e/r)di for ins, (e/r)si for
-    # outs; flags bit0 = EFLAGS.DF, bit1 = 32-bit addressing, bit2 = 16-bit addressing. The VMM
-    # advances the guest's index and count registers itself, exactly as the instruction would.
+    # element_size 1/2/4; count: the full (e/r)cx for a rep form, 1 without; buffer_va: the full
+    # (e/r)di for ins, (e/r)si for outs, an offset in the segment ``flags`` names; flags: address
+    # size and that segment (``pack_string_flags``); DF is read from the guest's flags. The VMM
+    # advances the index and count registers itself, exactly as the instruction would (only their
+    # low 16 or 32 bits under a smaller address size).
     HypercallSpec(_H.STRING_IN, ("port", "element_size", "count", "buffer_va", "flags"), ()),
     HypercallSpec(_H.STRING_OUT, ("port", "element_size", "count", "buffer_va", "flags"), ()),
     HypercallSpec(_H.HALT, (), ()),
@@ -239,6 +251,31 @@ _SPECS: tuple[HypercallSpec, ...] = (
     HypercallSpec(_H.SET_AC, ("ac",), ()),
     HypercallSpec(_H.EMULATE, (), ()),
 )
+
+
+SREG_SHADOW_ORDER: tuple[str, ...] = ("es", "cs", "ss", "ds", "fs", "gs")
+"""Segment registers in hardware encoding order (the ModRM ``sreg`` field): index for LOAD_SEGMENT."""
+
+STRING_ADDR32 = 1 << 1
+STRING_ADDR16 = 1 << 2
+STRING_SEGMENT_SHIFT = 3  # bits 3-5: index in SREG_SHADOW_ORDER (ins: es; outs: ds or its override)
+
+
+def pack_string_flags(address_bits: int, segment: str) -> int:
+    """The ``flags`` argument of STRING_IN / STRING_OUT: address size (16/32/64) and buffer segment."""
+    size = {64: 0, 32: STRING_ADDR32, 16: STRING_ADDR16}.get(address_bits)
+    if size is None or segment not in SREG_SHADOW_ORDER:
+        raise AbiError(f"string I/O: no flags for {address_bits}-bit addressing through {segment!r}")
+    return size | SREG_SHADOW_ORDER.index(segment) << STRING_SEGMENT_SHIFT
+
+
+def unpack_string_flags(flags: int) -> tuple[int, str]:
+    """Inverse of ``pack_string_flags``: (address bits, segment name); AbiError for a bad value."""
+    index = flags >> STRING_SEGMENT_SHIFT
+    if flags & 1 or flags & STRING_ADDR32 and flags & STRING_ADDR16 or index >= len(SREG_SHADOW_ORDER):
+        raise AbiError(f"string I/O flags {flags:#x} are not a valid pack_string_flags value")
+    bits = 16 if flags & STRING_ADDR16 else 32 if flags & STRING_ADDR32 else 64
+    return bits, SREG_SHADOW_ORDER[index]
 
 
 def _index_specs(specs: tuple[HypercallSpec, ...]) -> Mapping[Hypercall, HypercallSpec]:
@@ -293,9 +330,6 @@ for _spec in _SPECS:
 SHARED_PAGE_SIZE = 4096
 SHARED_PAGE_MAGIC = b"PVSP"
 
-SREG_SHADOW_ORDER: tuple[str, ...] = ("es", "cs", "ss", "ds", "fs", "gs")
-"""Segment registers in hardware encoding order (the ModRM ``sreg`` field): index for LOAD_SEGMENT."""
-
 
 class SharedOffset(enum.IntEnum):
     """Byte offsets of shared-page fields (little-endian). Sizes are in ``SHARED_PAGE_FIELDS``."""
@@ -324,6 +358,7 @@ class SharedOffset(enum.IntEnum):
     DR5 = 0x0A8
     DR6 = 0x0B0
     DR7 = 0x0B8
+    SAVE_AREA = 0x100  # 16 x u64 in UNWIND_REGISTERS order: registers a trampoline set aside (no stack)
 
 
 MSW_OFFSET = SharedOffset.CR0
@@ -365,6 +400,7 @@ SHARED_PAGE_FIELDS: tuple[SharedField, ...] = (
     SharedField(_S.CR4, 8),
     SharedField(_S.CR8, 8),
     *(SharedField(SharedOffset[f"DR{n}"], 8) for n in range(8)),
+    SharedField(_S.SAVE_AREA, 8 * 16),
 )
 
 
@@ -489,15 +525,18 @@ def unpack_note(data: bytes) -> AbiDescriptor:
 SITE_TABLE_MAGIC = b"PVST"
 
 # Site table (little-endian), at the note's ``site_table_va``: header magic "PVST", u32 entry
-# count, u32 hypercall-address count, u32 pc-map count; entries: u64 site_va, u64 trampoline_va (0 for
+# count, u32 unwind-record count, u32 pc-map count; entries: u64 site_va, u64 trampoline_va (0 for
 # traps), u8 tactic index (in pvtranslate.plan.Tactic order), u8 original size, u16 lowering class
-# index, u32 reserved, 16 bytes original bytes; then per hypercall: u64 ``int 0x82`` address, u64
-# owning site_va, u8 count of registers the trampoline has pushed at that ``int 0x82`` and, in push
-# order, their ``UNWIND_REGISTERS`` indexes (15 bytes). Nothing else is on the stack there, so a
-# fault raised by the hypercall is delivered at the site after popping them (``unwind``). Then the
-# pc map: per guest-instruction boundary inside a trampoline, u64 trampoline address, u64 original
-# address, u32 ``PcKind``: where each lowered site and each displaced instruction starts, and the
-# final jump back.
+# index, u32 reserved, 16 bytes original bytes; then the unwind records, one per ``int 0x82`` and
+# one per instruction of a lowering that accesses guest memory (an *access point*): u64 address,
+# u64 owning site_va, u8 ``n | UNWIND_ACCESS | UNWIND_SAVE_AREA`` and n (<= 15) ``UNWIND_REGISTERS``
+# indexes (15 bytes): the registers the trampoline has set aside there, pushed on the stack in
+# that order (nothing else is on the stack there) or, with UNWIND_SAVE_AREA, stored in the shared
+# page's save area. A fault raised there (by the hypercall, or by the access) is delivered at the
+# site after popping or reloading them (``HypercallPoint``). Then the pc map: per
+# guest-instruction boundary inside a trampoline, u64 trampoline address, u64 original address,
+# u32 ``PcKind``: where each lowered site and each displaced instruction starts, and the final jump
+# back. A fault inside a REPLAY range is the displaced instruction's own, at its original address.
 SITE_TABLE_HEADER = struct.Struct("<4sIII")
 SITE_TABLE_ENTRY = struct.Struct("<QQBBHI16s")
 HYPERCALL_ENTRY = struct.Struct("<QQB15s")
@@ -534,19 +573,33 @@ def unwind_index(reg: str) -> int:
         raise AbiError(f"{reg!r} is not a general register an unwind record can name") from None
 
 
+UNWIND_ACCESS = 0x40     # the record is an access point, not an ``int 0x82``
+UNWIND_SAVE_AREA = 0x80  # the registers are in the shared page's save area, not on the stack
+_UNWIND_COUNT = 0x0F
+
+
 @dataclass(frozen=True)
 class HypercallPoint:
-    """One recorded ``int 0x82``: its owning site and the registers pushed above the site's stack."""
+    """One unwind record: a recorded ``int 0x82`` (or, ``access``, a lowering's guest-memory access),
+    its owning site, and the registers the trampoline has set aside there."""
 
     va: int
     site_va: int
-    saved: tuple[str, ...] = ()  # ``UNWIND_REGISTERS`` names, push order (the last is on top)
+    saved: tuple[str, ...] = ()  # ``UNWIND_REGISTERS`` names; on the stack: push order (the last on top)
+    in_save_area: bool = False   # saved in ``SharedOffset.SAVE_AREA``, not pushed
+    access: bool = False         # an access point: no hypercall
 
     def pack(self) -> bytes:
-        if len(self.saved) > 15:
-            raise AbiError(f"hypercall at {self.va:#x}: {len(self.saved)} saved registers, at most 15 fit")
+        if len(self.saved) > _UNWIND_COUNT:
+            raise AbiError(f"unwind record at {self.va:#x}: {len(self.saved)} saved registers, at most 15 fit")
         codes = bytes(unwind_index(r) for r in self.saved)
-        return HYPERCALL_ENTRY.pack(self.va, self.site_va, len(codes), codes.ljust(15, b"\0"))
+        flags = (UNWIND_ACCESS if self.access else 0) | (UNWIND_SAVE_AREA if self.in_save_area else 0)
+        return HYPERCALL_ENTRY.pack(self.va, self.site_va, len(codes) | flags, codes.ljust(15, b"\0"))
+
+    @property
+    def pushed(self) -> tuple[str, ...]:
+        """The registers on the stack above the site's stack pointer (push order)."""
+        return () if self.in_save_area else self.saved
 
 
 @dataclass(frozen=True)
@@ -572,6 +625,7 @@ class SiteTable:
     hypercalls: Mapping[int, int]
     unwind: Mapping[int, tuple[str, ...]]  # int 0x82 address -> registers pushed there, push order
     pc_map: tuple[PcMapEntry, ...] = ()     # sorted by trampoline address
+    points: Mapping[int, HypercallPoint] = field(default_factory=lambda: MappingProxyType({}))  # by address
 
 
 def site_table_size(header: bytes) -> int:
@@ -599,12 +653,18 @@ def parse_site_table(data: bytes) -> SiteTable:
         off += SITE_TABLE_ENTRY.size
     hypercalls: dict[int, int] = {}
     unwind: dict[int, tuple[str, ...]] = {}
+    points: dict[int, HypercallPoint] = {}
     for _ in range(n_hc):
-        hc_va, site_va, n_saved, codes = HYPERCALL_ENTRY.unpack_from(data, off)
-        if n_saved > 15 or any(c >= len(UNWIND_REGISTERS) for c in codes[:n_saved]):
-            raise MalformedNote(f"hypercall record at {hc_va:#x}: bad unwind data")
-        hypercalls[hc_va] = site_va
-        unwind[hc_va] = tuple(UNWIND_REGISTERS[c] for c in codes[:n_saved])
+        va, site_va, flags, codes = HYPERCALL_ENTRY.unpack_from(data, off)
+        n_saved = flags & _UNWIND_COUNT
+        if flags & 0x30 or any(c >= len(UNWIND_REGISTERS) for c in codes[:n_saved]) or va in points:
+            raise MalformedNote(f"unwind record at {va:#x}: bad unwind data")
+        point = HypercallPoint(va, site_va, tuple(UNWIND_REGISTERS[c] for c in codes[:n_saved]),
+                               bool(flags & UNWIND_SAVE_AREA), bool(flags & UNWIND_ACCESS))
+        points[va] = point
+        if not point.access:
+            hypercalls[va] = site_va
+            unwind[va] = point.pushed
         off += HYPERCALL_ENTRY.size
     pc_map = []
     for _ in range(n_pc):
@@ -614,4 +674,4 @@ def parse_site_table(data: bytes) -> SiteTable:
         pc_map.append(PcMapEntry(tramp, orig, PcKind(kind)))
         off += PC_MAP_ENTRY.size
     return SiteTable(MappingProxyType(sites), MappingProxyType(hypercalls), MappingProxyType(unwind),
-                     tuple(sorted(pc_map, key=lambda e: e.trampoline_va)))
+                     tuple(sorted(pc_map, key=lambda e: e.trampoline_va)), MappingProxyType(points))

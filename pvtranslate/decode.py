@@ -164,7 +164,7 @@ _MAX_INSN = 15
 _RE_HEX = re.compile(r"^0x[0-9a-f]+$|^[0-9]+$")
 _RE_FAR_DIRECT = re.compile(r"^(0x[0-9a-f]+|[0-9]+):(0x[0-9a-f]+|[0-9]+)$")
 _RE_ABS_MEM = re.compile(r"\[(0x[0-9a-f]+|[0-9]+)\]$")
-_RE_SENSITIVE_OPERAND = re.compile(r"\b(cr\d+|dr\d|[c-gs]s)\b")
+_RE_SENSITIVE_OPERAND = re.compile(r"\b(cr\d+|dr\d|[c-gs]s)\b(?!:)")  # not a segment override (gs:[...])
 _STOP = frozenset(("ret", "retf", "retfq", "iret", "iretd", "iretq", "sysret", "sysretq", "sysexit",
                    "sysexitq", "ud2", "ud1", "ud0"))
 _COND = frozenset(("jo", "jno", "jb", "jae", "je", "jne", "jbe", "ja", "js", "jns", "jp", "jnp", "jl", "jge",
@@ -484,21 +484,26 @@ class _Decoder:
             self.swept_ranges.append((ri, lo, end, bits))
             self.sweep_count += res.instructions
             md = self.lite[bits]
-            for va in res.candidates:  # the site and what the planner may displace after it
-                o = va - base
-                masks[ri][o:o + _SPARSE_BYTES] = b"\x01" * len(masks[ri][o:o + _SPARSE_BYTES])
-                for a, size, mnemonic, op_str in md.disasm_lite(region.data[o:min(o + 2 * _SPARSE_BYTES, hi)], va):
+            for va, back in zip(res.candidates, res.windows):  # a site and what the planner may displace
+                o, w = va - base, max(back - base, lo)
+                masks[ri][w:o + _SPARSE_BYTES] = b"\x01" * len(masks[ri][w:o + _SPARSE_BYTES])
+                for a, size, mnemonic, op_str in md.disasm_lite(region.data[w:min(o + 2 * _SPARSE_BYTES, hi)],
+                                                                base + w):
                     if a >= va + _SPARSE_BYTES:
                         break
                     self.sparse[a] = Insn(a, size, bits, region.data[a - base:a - base + size], mnemonic, op_str)
             swept_targets.append(res.targets)
             if self.progress is not None:
                 self.progress(end - lo)
-        # only targets that fall where the planner looks (right after a candidate) are kept
-        for targets in swept_targets:
+        # only targets that fall where the planner looks (around a candidate) are kept
+        for (ri, _lo, _hi, _bits), targets in zip(where, swept_targets):
+            mask, base = masks[ri], self.regions[ri].start_va
             for t in targets:
-                ri = self.region_of(t)
-                if ri in masks and masks[ri][t - self.regions[ri].start_va]:
+                o = t - base
+                if 0 <= o < len(mask):
+                    if mask[o]:
+                        self.targets.add(t)
+                elif (other := self.region_of(t)) in masks and masks[other][t - self.regions[other].start_va]:
                     self.targets.add(t)
 
 

@@ -17,8 +17,12 @@ Patches: ``jmp rel32`` (e9) to the trampoline; the remaining bytes of the patch 
 translation bug and should trap loudly rather than slide into the next instruction. TRAP sites:
 ``int 0x82`` (cd 82) followed by ``int3`` padding, or a lone ``int3`` for a 1-byte site.
 
-Every ``int 0x82`` the emitter writes (trampolines and traps) is listed in the hypercall-address
-table so the VMM can tell recorded hypercalls from the guest's own ``int 0x82``.
+Every ``int 0x82`` the emitter writes (trampolines and traps) is listed in the unwind records so
+the VMM can tell recorded hypercalls from the guest's own ``int 0x82``, with the registers set aside
+there; so is every instruction of a lowering that accesses guest memory (an access point), so that
+a fault it raises is delivered at the site with the guest's registers. Hypercall lowerings use no
+stack: they store the registers they clobber in the shared page's save area, and the VMM puts them
+back as part of the hypercall.
 
 Flags are never changed by a lowering except where the original instruction changes them
 (``popf``): IF is merged into a pushed flags image with a lookup table and ``lea`` (flag-free);
@@ -56,6 +60,8 @@ from pvtranslate.abi import (
     PcMapEntry,
     SharedOffset,
     pack_note,
+    unwind_index,
+    pack_string_flags,
 )
 from pvtranslate.plan import Plan, PlannedSite, Step, StepOp, Tactic, TrapKind
 
@@ -116,12 +122,12 @@ class SiteRecord:
     patch_bytes: bytes  # what the patch range now holds ("" for a site inside another's trampoline)
     patch_range: tuple[int, int] | None
     trampoline_range: tuple[int, int] | None
-    hypercalls: tuple[HypercallPoint, ...] = ()  # every int 0x82 of the trampoline (or the trap)
+    hypercalls: tuple[HypercallPoint, ...] = ()  # unwind records: every int 0x82 (or the trap), access points
     pc_map: tuple[PcMapEntry, ...] = ()           # the trampoline's guest-instruction boundaries
 
     @property
     def hypercall_vas(self) -> tuple[int, ...]:
-        return tuple(h.va for h in self.hypercalls)
+        return tuple(h.va for h in self.hypercalls if not h.access)
 
 
 @dataclass(frozen=True)
@@ -242,9 +248,10 @@ class _Asm:
         self.shared_va = shared_va
         self.if_table_va = if_table_va
         self.depth = 0  # bytes pushed by this trampoline, relative to the original rsp
-        self.hypercalls: list[HypercallPoint] = []
+        self.hypercalls: list[HypercallPoint] = []  # unwind records: int 0x82s and access points
         self.pc_map: list[PcMapEntry] = []  # guest-instruction boundaries (pvtranslate.abi.PcKind)
         self.saved: list[str] = []  # register names pushed by SAVE, bottom first
+        self.area_saved: list[str] = []  # register names stored in the save area by SAVE_AREA
         self.deferred_discard = 0
 
     @property
@@ -329,12 +336,31 @@ class _Asm:
             raise EmitError(f"site {self.site_va:#x}: jump target {target:#x} beyond rel32 reach of {self.pc:#x}")
         self.raw(bytes([JMP_REL32]) + struct.pack("<i", rel))
 
+    def area_slot(self, reg: str) -> int:
+        """Address of ``reg``'s slot in the shared page's save area."""
+        return self.shared(SharedOffset.SAVE_AREA + 8 * unwind_index(reg))
+
+    def save_area(self, reg: str) -> None:
+        """Store ``reg`` in its save-area slot (the VMM puts it back at the hypercall)."""
+        self.mem_ref(f"mov {'qword' if self.bits == 64 else 'dword'} ptr {{m}}, {reg}", self.area_slot(reg))
+        self.area_saved.append(reg)
+
+    def _unwind_point(self, what: str, access: bool) -> HypercallPoint:
+        if self.area_saved and (self.saved or self.depth):
+            raise EmitError(f"site {self.site_va:#x}: registers both pushed and in the save area at {what}")
+        if self.depth != len(self.saved) * self.word:
+            raise EmitError(f"site {self.site_va:#x}: {self.depth} bytes pushed at {what}, but "
+                            f"{len(self.saved)} saved registers: a fault there could not be unwound")
+        return HypercallPoint(self.pc, self.site_va, tuple(self.area_saved or self.saved),
+                              bool(self.area_saved), access)
+
+    def access_point(self) -> None:
+        """The next instruction accesses guest memory: record how to unwind a fault it raises."""
+        self.hypercalls.append(self._unwind_point("a guest-memory access", access=True))
+
     def hypercall(self, number: int, reg: str) -> None:
         self.asm(f"mov {_sized(reg, 4, self.bits)}, {number:#x}")
-        if self.depth != len(self.saved) * self.word:
-            raise EmitError(f"site {self.site_va:#x}: {self.depth} bytes pushed at a hypercall, but "
-                            f"{len(self.saved)} saved registers: a fault there could not be unwound")
-        self.hypercalls.append(HypercallPoint(self.pc, self.site_va, tuple(self.saved)))
+        self.hypercalls.append(self._unwind_point("a hypercall", access=False))
         self.raw(HYPERCALL_INSN)
 
 
@@ -394,9 +420,10 @@ def _arg_source(site: PlannedSite, insn, arg: str) -> _Src:
             return w("cx") if mn.startswith(("rep", "repne")) else _Src("imm", 1)
         if arg == "buffer_va":
             return w("di" if h is Hypercall.STRING_IN else "si")
-        if arg == "flags":  # bit0 (DF) is left to the VMM: it reads the guest's RFLAGS.DF at the int 0x82
-            addr32 = bits == 32 or 0x67 in insn.prefix
-            return _Src("imm", 2 if addr32 else 0)
+        if arg == "flags":  # address size and the buffer's segment; the VMM reads DF from the guest's flags
+            address_bits = {64: 32, 32: 16}[bits] if 0x67 in insn.prefix else bits
+            seg = "es" if h is Hypercall.STRING_IN else _mem_of(insn, _mem_op(insn)).seg or "ds"
+            return _Src("imm", pack_string_flags(address_bits, seg))
     if h in (Hypercall.LOAD_GDT, Hypercall.LOAD_IDT):
         if arg == "pseudo_descriptor_va":
             return _Src("lea", _mem_of(insn, _mem_op(insn)))
@@ -452,29 +479,31 @@ def _arg_source(site: PlannedSite, insn, arg: str) -> _Src:
 
 
 def _load_args(a: _Asm, site: PlannedSite, insn, group: Sequence[Step]) -> None:
-    """Push every argument's value, then pop into the argument registers (no clobber order problems)."""
-    for st in group:
-        _reg, argname = st.args
-        src = _arg_source(site, insn, argname)
+    """Load every argument register without the stack: the memory operand first (its base and index
+    registers are still the guest's), then the others; a source register an earlier load overwrote
+    is read back from its save-area slot."""
+    sources = [(st.args[0], _arg_source(site, insn, st.args[1])) for st in group]
+    sources.sort(key=lambda rs: rs[1].kind not in ("lea", "memval"))
+    overwritten: set[str] = set()
+    for reg, src in sources:
         if src.kind == "imm":
             v = int(src.value)
             if not -(1 << 31) <= v < (1 << 31):
                 raise _Unsupported(f"immediate {v:#x} too wide")
-            a.asm(f"push {v:#x}")
-            a.depth += a.word
+            a.asm(f"mov {reg}, {v:#x}")
         elif src.kind == "reg":
-            a.push(src.value)
+            if src.value in overwritten:
+                if src.value not in a.area_saved:
+                    raise EmitError(f"site {site.va:#x}: argument source {src.value} overwritten and not saved")
+                a.mem_ref(f"mov {reg}, {{m}}", a.area_slot(src.value))
+            elif src.value != reg:
+                a.asm(f"mov {reg}, {src.value}")
         elif src.kind == "lea":
-            scratch = "rax" if a.bits == 64 else "eax"
-            a.push(scratch)
-            a.with_mem(f"lea {scratch}, {{m}}", src.value)
-            a.asm(f"xchg {scratch}, {'qword' if a.bits == 64 else 'dword'} ptr [{'rsp' if a.bits == 64 else 'esp'}]")
-        else:  # memval: push the word at the operand (the VMM masks to the argument's width)
-            size = "qword" if a.bits == 64 else "dword"
-            a.with_mem(f"push {size} ptr {{m}}", src.value)
-            a.depth += a.word
-    for st in reversed(group):
-        a.pop(st.args[0])
+            a.with_mem(f"lea {reg}, {{m}}", src.value)
+        else:  # memval: a 16-bit operand (a selector, the MSW), read as the instruction reads it
+            a.access_point()
+            a.with_mem(f"movzx {_sized(reg, 4, a.bits)}, word ptr {{m}}", src.value)
+        overwritten.add(reg)
 
 
 def _read_shared(a: _Asm, site: PlannedSite, insn, step: Step) -> None:
@@ -507,6 +536,7 @@ def _read_shared(a: _Asm, site: PlannedSite, insn, step: Step) -> None:
     for o, sz in zeros:
         m2 = _Mem(mem.base, mem.index, mem.scale, mem.disp + o, mem.seg,
                   None if mem.abs_target is None else mem.abs_target + o)
+        a.access_point()
         a.with_mem(f"mov {ptrs[sz]} ptr {{m}}, 0", m2)
     for o, sz in chunks:
         r = _sized(scratch, sz, a.bits)
@@ -514,39 +544,14 @@ def _read_shared(a: _Asm, site: PlannedSite, insn, step: Step) -> None:
         a.mem_ref(f"mov {r}, {ptr} ptr {{m}}", target + o)
         m2 = _Mem(mem.base, mem.index, mem.scale, mem.disp + o, mem.seg,
                   None if mem.abs_target is None else mem.abs_target + o)
+        a.access_point()
         a.with_mem(f"mov {ptr} ptr {{m}}, {r}", m2)
-
-
-def _merge_result(a: _Asm, site: PlannedSite, insn, step: Step) -> None:
-    dest, res = step.args
-    if dest == "destination if valid":
-        if insn.mnemonic in ("verr", "verw"):
-            return  # only ZF, which the VMM sets
-        dreg = insn.reg_name(insn.operands[0].reg)
-        full = _full(dreg, a.bits)
-        width = _reg_width(dreg)
-        if width == 4 and a.bits == 64:
-            width = 8  # a 32-bit write zero-extends: the VMM returns the value zero-extended
-        rv = _sized(res, width, a.bits)
-        if full in a.saved:
-            slot = (len(a.saved) - 1 - a.saved.index(full)) * a.word
-            sp = "rsp" if a.bits == 64 else "esp"
-            a.asm(f"cmovnz {rv}, [{sp} + {slot:#x}]")
-            a.asm(f"mov [{sp} + {slot:#x}], {rv}")
-        else:
-            a.asm(f"cmovz {_sized(full, width, a.bits)}, {rv}")
-        return
-    full = _full(dest, a.bits)
-    if full not in a.saved:
-        return  # the destination register was not saved: the result is already in place
-    slot = (len(a.saved) - 1 - a.saved.index(full)) * a.word
-    sp = "rsp" if a.bits == 64 else "esp"
-    a.asm(f"mov [{sp} + {slot:#x}], {_sized(res, _reg_width(dest), a.bits)}")
 
 
 def _push_flags(a: _Asm, step: Step) -> None:
     _fld, width = step.args
     sp = "rsp" if a.bits == 64 else "esp"
+    a.access_point()  # the guest's own push (the image is no saved register: depth counts none of it)
     a.raw(b"\x66\x9c" if width == 2 else b"\x9c")  # raw: Keystone emits the 16-bit form for "pushf"
     rc, rd = ("rcx", "rdx") if a.bits == 64 else ("ecx", "edx")
     a.push(rc)
@@ -577,11 +582,14 @@ def _pop_flags(a: _Asm, step: Step) -> None:
     sp = "rsp" if a.bits == 64 else "esp"
     ra = "rax" if a.bits == 64 else "eax"
     a.push(ra)
+    a.saved.append(ra)
+    a.access_point()  # reads the guest's image
     a.asm(f"movzx eax, byte ptr [{sp} + {a.word + 1:#x}]")  # flags bits 8-15: IF is bit 1
     a.asm("shr eax, 1")
     a.asm("and eax, 1")
     a.mem_ref("mov byte ptr {m}, al", a.shared(SharedOffset.VIRTUAL_IF))
-    a.pop(ra)
+    a.pop(a.saved.pop())
+    a.access_point()
     a.raw(b"\x66\x9d" if width == 2 else b"\x9d")  # raw: Keystone emits the 16-bit form for "popf"
 
 
@@ -656,8 +664,9 @@ def _site_steps(a: _Asm, site: PlannedSite, steps: Sequence[Step]) -> None:
     insn = _decode_one(site.raw, site.va, site.bits)
     i = 0
     a.saved = []
+    a.area_saved = []
     a.deferred_discard = 0
-    if site.entry_name.startswith("pop."):  # pop sreg: the popped slot goes after the restores
+    if site.entry_name.startswith("pop."):  # pop sreg: the popped slot goes after the hypercall
         a.deferred_discard = _operand_size(insn, site.bits)
     while i < len(steps):
         st = steps[i]
@@ -665,6 +674,8 @@ def _site_steps(a: _Asm, site: PlannedSite, steps: Sequence[Step]) -> None:
         if op is StepOp.SAVE:
             a.push(st.args[0])
             a.saved.append(st.args[0])
+        elif op is StepOp.SAVE_AREA:
+            a.save_area(st.args[0])
         elif op is StepOp.RESTORE:
             if not a.saved or a.saved[-1] != st.args[0]:
                 raise EmitError(f"site {site.va:#x}: restore({st.args[0]}) out of order")
@@ -683,8 +694,6 @@ def _site_steps(a: _Asm, site: PlannedSite, steps: Sequence[Step]) -> None:
             a.mem_ref(f"mov byte ptr {{m}}, {int(value)}", a.shared(int(fld)))
         elif op is StepOp.READ_SHARED:
             _read_shared(a, site, insn, st)
-        elif op is StepOp.MERGE_RESULT:
-            _merge_result(a, site, insn, st)
         elif op is StepOp.PUSH_FLAGS_VIRTUAL_IF:
             if a.saved:
                 raise _Unsupported("pushf lowering inside saves")
@@ -693,13 +702,15 @@ def _site_steps(a: _Asm, site: PlannedSite, steps: Sequence[Step]) -> None:
             _pop_flags(a, st)
         elif op is StepOp.DELIVER_IF_PENDING:
             _deliver(a, st)
-        elif op is StepOp.REPLAY:
+        elif op is StepOp.REPLAY:   # the site itself runs here (a selector read)
+            a.access_point()
             _replay(a, st, site.bits)
         else:
             raise _Unsupported(f"step {op.name} cannot be encoded in a site's own lowering")
         i += 1
     if a.saved:
         raise EmitError(f"site {site.va:#x}: saves without restores")
+    a.area_saved = []   # the hypercall has put them back
     if a.deferred_discard:
         sp = "rsp" if a.bits == 64 else "esp"
         a.asm(f"lea {sp}, [{sp} + {a.deferred_discard:#x}]")
@@ -708,8 +719,13 @@ def _site_steps(a: _Asm, site: PlannedSite, steps: Sequence[Step]) -> None:
 
 def encode_site(site: PlannedSite, plan_sites: dict[int, PlannedSite], start_va: int, shared_va: int,
                 if_table_va: int) -> tuple[bytes, tuple[HypercallPoint, ...], tuple[PcMapEntry, ...]]:
-    """Machine code of ``site``'s trampoline at ``start_va``, its ``int 0x82`` records and its pc map."""
+    """Machine code of ``site``'s trampoline at ``start_va``, its unwind records (every ``int 0x82``
+    and access point) and its pc map."""
     a = _Asm(start_va, site.bits, site.va, shared_va, if_table_va)
+    for d in site.displaced_before:  # the patch starts before the site: those run first
+        a.mark(d.va, PcKind.REPLAY)
+        _replay(a, Step(StepOp.REPLAY, (d.va, d.raw, d.needs_rip_relocation, d.needs_branch_relocation)),
+                site.bits)
     a.mark(site.va, PcKind.SITE)
     _site_steps(a, site, site.steps)
     for d in site.displaced:
@@ -769,7 +785,7 @@ def _patch_bytes(s: PlannedSite, tramp_va: int | None) -> bytes:
         if s.trap is TrapKind.INT3:
             return INT3 * n
         return HYPERCALL_INSN + INT3 * (n - 2)
-    rel = tramp_va - (s.va + 5)
+    rel = tramp_va - (s.patch.start_va + 5)
     if not -_REACH <= rel < _REACH:
         raise EmitError(f"site {s.va:#x}: trampoline {tramp_va:#x} beyond rel32 reach (±2 GiB); "
                         "hint: the new segment is too far from the code")
@@ -834,7 +850,7 @@ def emit(image_path: str | os.PathLike, plan: Plan, options: EmitOptions = EmitO
         tramp = placed.get(s.va)
         if s.patch is not None:
             pb = _patch_bytes(s, tramp[0] if tramp else None)
-            patches.append((s.va, pb))
+            patches.append((s.patch.start_va, pb))
         else:
             pb = b""
         hcs = tramp[2] if tramp else ((HypercallPoint(s.va, s.va),)

@@ -41,10 +41,13 @@ The ladder (DESIGN.md, "Patching x86 in place"), tried in ``Tactic`` order:
     ``int 0x82`` over a site of >= 2 bytes, ``int3`` over a 1-byte site; the VMM looks the address
     up in the site table. Only if ``options.allow_trap_fallback``; else ``PlanError``.
 
-Lowerings preserve every register and flag the original instruction does not change: the steps
-``SAVE``/``RESTORE`` every register a hypercall or scratch use clobbers unless the original fully
-writes it; a result going to a partial or conditional destination is merged (``MERGE_RESULT``)
-into the saved value before the restore. Steps never change flags (the conditional delivery after
+Lowerings preserve every register and flag the original instruction does not change. A hypercall
+lowering uses no stack (an instruction may run before the guest has one, as Linux's
+``pvh_start_xen`` starts with ``lgdt``): ``SAVE_AREA`` stores the number and argument registers in
+the shared page's save area, and the VMM puts them back as part of the hypercall, results (merged
+when narrow) in the registers the original writes; if the instruction faults, it puts them all
+back and delivers the fault at the site. Inline lowerings ``SAVE``/``RESTORE`` a scratch register
+on the stack. Steps never change flags (the conditional delivery after
 ``sti``/``popf`` is flag-free: the emitter uses ``jrcxz`` on a scratch ``rcx``).
 """
 
@@ -66,7 +69,7 @@ from pvtranslate.abi import (
     RegisterConvention,
     SharedOffset,
 )
-from pvtranslate.catalog import CatalogEntry, Form, Lowering, LoweringClass
+from pvtranslate.catalog import Lowering, LoweringClass
 from pvtranslate.decode import Decoded, Insn, Site
 
 __all__ = [
@@ -82,7 +85,6 @@ __all__ = [
     "StepOp",
     "Tactic",
     "TrapKind",
-    "fully_written",
     "symbol_boundaries_of",
     "lower",
     "plan",
@@ -128,6 +130,7 @@ class StepOp(enum.Enum):
 
     SAVE = "save (reg)"  # push
     RESTORE = "restore (reg)"  # pop, reverse order of SAVE
+    SAVE_AREA = "save_area (reg)"  # store in the shared page's save area; the hypercall puts it back
     STORE_SHARED = "store_shared (field, value)"
     READ_SHARED = "read_shared (field, size, destination operand)"
     PUSH_FLAGS_VIRTUAL_IF = "push flags with IF from field (field, width)"
@@ -135,7 +138,6 @@ class StepOp(enum.Enum):
     LOAD_ARG = "load_arg (reg, argument name)"  # value per HypercallSpec arg name, from the original operands
     HYPERCALL = "hypercall (number, number reg)"  # mov number reg, imm32; int 0x82
     DELIVER_IF_PENDING = "deliver_if_pending (field, number, scratch reg)"  # flag-free jrcxz test
-    MERGE_RESULT = "merge_result (destination operand, result reg)"  # into the saved slot
     REPLAY = "replay (va, raw, needs_rip_relocation, needs_branch_relocation)"
     JUMP_BACK = "jump_back (va)"  # jmp rel32 to the first byte after the patch range
 
@@ -160,9 +162,9 @@ class Step:
 
 # Worst-case encoded bytes of each step, used only to decide IN_PLACE (see module docstring).
 _STEP_MAX_BYTES: Mapping[StepOp, int] = MappingProxyType({
-    StepOp.SAVE: 2, StepOp.RESTORE: 2, StepOp.STORE_SHARED: 11, StepOp.READ_SHARED: 16,
+    StepOp.SAVE: 2, StepOp.RESTORE: 2, StepOp.SAVE_AREA: 8, StepOp.STORE_SHARED: 11, StepOp.READ_SHARED: 16,
 StepOp.PUSH_FLAGS_VIRTUAL_IF: 24, StepOp.POP_FLAGS_VIRTUAL_IF: 32,
-    StepOp.LOAD_ARG: 10, StepOp.HYPERCALL: 7, StepOp.DELIVER_IF_PENDING: 20, StepOp.MERGE_RESULT: 8,
+    StepOp.LOAD_ARG: 10, StepOp.HYPERCALL: 7, StepOp.DELIVER_IF_PENDING: 20,
     StepOp.REPLAY: 15, StepOp.JUMP_BACK: 5,
 })
 if set(_STEP_MAX_BYTES) != set(StepOp):
@@ -207,6 +209,7 @@ class PlannedSite:
     steps: tuple[Step, ...]  # this site's own lowering
     sequence: tuple[Step, ...] = ()  # TRAMPOLINE_JUMP / PUNNED_JUMP leader: the whole trampoline body
     displaced: tuple[Displaced, ...] = ()
+    displaced_before: tuple[Displaced, ...] = ()  # instructions before the site the patch starts at
     joined: tuple[int, ...] = ()  # sites lowered in this trampoline too (by va)
     joined_to: int | None = None  # leader's va when this site is lowered in another's trampoline
     site_rip_relative: bool = False  # the site's own memory operand is RIP-relative: the emitter relocates it
@@ -233,6 +236,8 @@ class Plan:
             notes = []
             if s.joined_to is not None:
                 notes.append(f"in trampoline of {s.joined_to:#x}")
+            if s.displaced_before:
+                notes.append("displaces before it " + "; ".join(d.text for d in s.displaced_before))
             if s.displaced:
                 notes.append("displaces " + "; ".join(
                     f"{d.text}{' (rip-rel)' if d.needs_rip_relocation else ''}{' (site)' if d.is_site else ''}"
@@ -268,47 +273,8 @@ def _reg(name32: str, bits: int) -> str:
     return "r" + name32[1:] if bits == 64 else name32
 
 
-# Registers the original instruction writes in full (so the lowering need not restore them), by
-# hypercall; 32-bit names, widened in 64-bit mode (a 32-bit write zero-extends). Narrow or
-# conditional destinations (in al/ax, lar/lsl's destination) are not here: they are merged.
-_FULLY_WRITTEN: Mapping[Hypercall, tuple[str, ...]] = MappingProxyType({
-    Hypercall.PORT_IN32: ("eax",),
-    Hypercall.RDMSR: ("eax", "edx"),
-    Hypercall.RDTSC: ("eax", "edx"),
-    Hypercall.RDPMC: ("eax", "edx"),
-    Hypercall.XGETBV: ("eax", "edx"),
-    Hypercall.RDTSCP: ("eax", "edx", "ecx"),
-    Hypercall.CPUID: ("eax", "ebx", "ecx", "edx"),
-})
-# Result destinations that are narrower than the result register or written conditionally.
-_MERGED_RESULTS: Mapping[Hypercall, str] = MappingProxyType({
-    Hypercall.PORT_IN8: "al",
-    Hypercall.PORT_IN16: "ax",
-    Hypercall.DESCRIPTOR_QUERY: "destination if valid",
-})
-
-
-def fully_written(entry: CatalogEntry, bits: int) -> frozenset[str]:
-    """Registers ``entry``'s instruction overwrites (in ``bits``-bit names), so the lowering leaves them be.
-
-    String I/O: the VMM writes the advanced index register (edi for ins, esi for outs) and, for a
-    ``rep`` form, the zero count (ecx) itself, as the instruction would; restoring a saved copy
-    after the hypercall would undo that, so they count as written here. (With a 0x67
-    address-size prefix only di/si/cx change: the VMM must then merge; not modelled yet.)
-    """
-    if entry.hypercall is None or entry.lowering is not Lowering.HYPERCALL and \
-            entry.lowering is not Lowering.STRING_HYPERCALL:
-        return frozenset()
-    regs = list(_FULLY_WRITTEN.get(entry.hypercall, ()))
-    if entry.lowering is Lowering.STRING_HYPERCALL:
-        regs.append("edi" if entry.hypercall is Hypercall.STRING_IN else "esi")
-        if entry.form is Form.STRING_REP:
-            regs.append("ecx")
-    return frozenset(_reg(r, bits) for r in regs)
-
-
-def _wrap_saves(body: list[Step], clobbered: Sequence[str], keep: frozenset[str]) -> tuple[Step, ...]:
-    saved = [r for r in dict.fromkeys(clobbered) if r not in keep]
+def _wrap_saves(body: list[Step], clobbered: Sequence[str]) -> tuple[Step, ...]:
+    saved = list(dict.fromkeys(clobbered))
     return (*(Step(StepOp.SAVE, (r,)) for r in saved), *body,
             *(Step(StepOp.RESTORE, (r,)) for r in reversed(saved)))
 
@@ -351,28 +317,22 @@ def lower(site: Site) -> tuple[Step, ...]:
         if entry.cls is LoweringClass.FLAGS and entry.can_enable_interrupts:
             # popf: its own lowering pops the guest's image, so nothing may be saved above it
             more, regs = _deliver(bits)
-            return (*body, *_wrap_saves(more, regs, frozenset()))
+            return (*body, *_wrap_saves(more, regs))
         if entry.can_enable_interrupts:
             more, regs = _deliver(bits)
             body += more
             clobbered += regs
-        return _wrap_saves(body, clobbered, frozenset())
+        return _wrap_saves(body, clobbered)
     number = entry.hypercall
     spec = HYPERCALL_SPECS[number]
     arg_regs = conv.arg_regs[: len(spec.args)]
-    res_regs = conv.result_regs[: len(spec.results)]
-    body = [Step(StepOp.LOAD_ARG, (r, a)) for r, a in zip(arg_regs, spec.args)]
-    body.append(Step(StepOp.HYPERCALL, (number, conv.number_reg)))
-    merged = _MERGED_RESULTS.get(number)
-    if merged is not None:
-        body.append(Step(StepOp.MERGE_RESULT, (merged, res_regs[0])))
-    clobbered = [conv.number_reg, *arg_regs, *res_regs]
-    if entry.can_enable_interrupts and number is not Hypercall.IRET and number not in (
-            Hypercall.SYSRET, Hypercall.SYSEXIT):
-        more, regs = _deliver(bits)
-        body += more
-        clobbered += regs
-    return _wrap_saves(body, clobbered, fully_written(entry, bits))
+    if entry.can_enable_interrupts and number not in (Hypercall.IRET, Hypercall.SYSRET, Hypercall.SYSEXIT):
+        raise PlanError(f"{entry.name}: a hypercall lowering that enables interrupts needs a delivery step")
+    # no stack: the registers go to the save area, and the VMM puts them back (results in place)
+    saved = dict.fromkeys((conv.number_reg, *arg_regs))
+    return (*(Step(StepOp.SAVE_AREA, (r,)) for r in saved),
+            *(Step(StepOp.LOAD_ARG, (r, a)) for r, a in zip(arg_regs, spec.args)),
+            Step(StepOp.HYPERCALL, (number, conv.number_reg)))
 
 
 def _in_place_fits(steps: Sequence[Step], size: int) -> bool:
@@ -445,6 +405,7 @@ class _Ctx:
         self.site_by_va = {s.va: s for s in decoded.sites}
         self.site_vas = sorted(self.site_by_va)
         self.used_punned: list[tuple[int, int]] = []
+        self.patched_until = 0  # end of the highest patch planned so far (sites go in address order)
 
     def insn_index(self, va: int) -> int | None:
         i = bisect.bisect_left(self.insn_vas, va)
@@ -493,6 +454,9 @@ def _try_trampoline(ctx: _Ctx, site: Site) -> tuple[tuple[Insn, ...], str]:
         if nxt.bits != site.bits or region is None or nxt.va + nxt.size > region.end_va:
             return (), "region or mode change within 5 bytes"
         if displaced and _ends_flow(displaced[-1]):
+            if _name(displaced[-1]) != "call" and _padding_until(ctx, i, site.va + JMP_REL32_SIZE):
+                end = site.va + JMP_REL32_SIZE  # int3 padding after a jmp/ret: never run, overwritten
+                break
             return (), f"flow ends ({displaced[-1].mnemonic}) before 5 bytes"
         joinable = nxt.va in ctx.site_by_va and ctx.site_by_va[nxt.va].entry.cls is not LoweringClass.EXCEPTION_RETURN
         if _is_control(nxt) and not _relocatable_branch(nxt) and not joinable:
@@ -504,6 +468,66 @@ def _try_trampoline(ctx: _Ctx, site: Site) -> tuple[tuple[Insn, ...], str]:
     if ctx.any_in(ctx.boundaries, site.va, end):
         return (), "symbol boundary inside the displaced bytes"
     return tuple(displaced), ""
+
+
+def _padding_until(ctx: _Ctx, i: int, stop: int) -> bool:
+    """Whether the decoded instructions from index ``i`` up to ``stop`` are alignment padding after
+    an unconditional jmp/ret: contiguous int3 or nop instructions, with no 16-byte boundary (where
+    an aligned function could start) before ``stop``. Nothing falls into padding; a direct jump
+    into it would be a known branch target, which the caller refuses."""
+    va = ctx.insns[i].va
+    if (va + 15) // 16 * 16 < stop:
+        return False
+    while va < stop:
+        if i >= len(ctx.insns) or ctx.insns[i].va != va:
+            return False
+        insn = ctx.insns[i]
+        if insn.raw != b"\xcc" and not insn.mnemonic.startswith("nop"):
+            return False
+        va += insn.size
+        i += 1
+    return True
+
+
+def _try_backward(ctx: _Ctx, site: Site) -> tuple[tuple[Insn, ...], str]:
+    """The instructions just before the site that a patch ending at the site's end would displace.
+
+    For a site whose next instruction is a branch target or follows no fall-through (a loop head, a
+    jmp): the jump to the trampoline starts at an earlier instruction P instead, so the patch is
+    [P, site end). Allowed when P..site are contiguous plain instructions of the same region and mode,
+    none but P is a branch target or a symbol boundary, and the site itself is not a branch target.
+    The trampoline replays them, then lowers the site, then jumps back to the site's end."""
+    if not ctx.options.allow_trampolines or site.bits == 16:
+        return (), "no backward displacement"
+    if site.entry.cls is LoweringClass.EXCEPTION_RETURN:
+        return (), "an exception return stays a trap"  # its hypercall would not restore the saves
+    i = ctx.insn_index(site.va)
+    if i is None:
+        return (), "site is not a decoded instruction"
+    region = ctx.region_of(site.va)
+    end = site.va + site.size
+    if ctx.any_in(ctx.targets, site.va - 1, site.va + 1) or ctx.any_in(ctx.boundaries, site.va - 1, site.va + 1):
+        return (), "the site itself is a branch target or symbol boundary"
+    before: list[Insn] = []
+    start = site.va
+    while end - start < JMP_REL32_SIZE:
+        i -= 1
+        if i < 0 or ctx.insns[i].va + ctx.insns[i].size != start:
+            return (), "no contiguous instruction before the site"
+        prev = ctx.insns[i]
+        if prev.bits != site.bits or region is None or prev.va < region.start_va:
+            return (), "region or mode change before the site"
+        if (_is_control(prev) and _name(prev) not in _JCC) or prev.va in ctx.site_by_va:
+            return (), f"{prev.mnemonic} before the site"  # a jcc is re-encoded rel32 in the trampoline
+        if before and (ctx.any_in(ctx.targets, start - 1, start + 1) or ctx.any_in(ctx.boundaries, start - 1, start + 1)):
+            return (), "branch target before the site"
+        before.insert(0, prev)
+        start = prev.va
+    if start < ctx.patched_until:
+        return (), "an earlier patch covers the bytes before the site"
+    if ctx.any_in(ctx.targets, start, end) or ctx.any_in(ctx.boundaries, start, end):
+        return (), "branch target or symbol boundary inside the bytes before the site"
+    return tuple(before), ""
 
 
 def _try_punned(ctx: _Ctx, site: Site) -> tuple[int | None, str]:
@@ -558,9 +582,13 @@ def plan(decoded: Decoded, options: PlanOptions = PlanOptions(),
     """Plan every site of ``decoded``: deterministic, pure. ``boundaries``: ``symbol_boundaries_of``."""
     ctx = _Ctx(decoded, options, frozenset(boundaries))
     out: dict[int, PlannedSite] = {}
+    prev: int | None = None
     for site in sorted(decoded.sites, key=lambda s: s.va):
+        if prev is not None and out[prev].patch is not None:
+            ctx.patched_until = max(ctx.patched_until, out[prev].patch.end_va)
         if site.va in out:
             continue  # already lowered inside an earlier site's trampoline
+        prev = site.va
         steps = lower(site)
         common = dict(va=site.va, raw=site.raw, bits=site.bits, text=site.text, entry_name=site.entry.name,
                       cls=site.entry.cls, lowering=site.entry.lowering, site_rip_relative=site.bits == 64
@@ -576,6 +604,8 @@ def plan(decoded: Decoded, options: PlanOptions = PlanOptions(),
         displaced, why = _try_trampoline(ctx, site)
         if not why:
             end = displaced[-1].va + displaced[-1].size if displaced else site.va + site.size
+            if displaced and _ends_flow(displaced[-1]) and end < site.va + JMP_REL32_SIZE:
+                end = site.va + JMP_REL32_SIZE  # the patch runs on over int3 padding (_padding_until)
             joined = _group_sites(ctx, displaced)
             disp = tuple(Displaced(d.va, d.raw, f"{d.mnemonic} {d.op_str}".strip(), _needs_rip(d), d.va in joined,
                                    _relocatable_branch(d) and _name(d) != "ret")
@@ -602,6 +632,18 @@ def plan(decoded: Decoded, options: PlanOptions = PlanOptions(),
                                       joined_to=site.va)
             continue
         reasons.append(why)
+        before, why_back = _try_backward(ctx, site) if site.size < JMP_REL32_SIZE else ((), "fits")
+        if before:
+            disp_before = tuple(Displaced(d.va, d.raw, f"{d.mnemonic} {d.op_str}".strip(), _needs_rip(d),
+                                          needs_branch_relocation=_name(d) in _JCC) for d in before)
+            seq = [Step(StepOp.REPLAY, (d.va, d.raw, d.needs_rip_relocation, d.needs_branch_relocation))
+                   for d in disp_before]
+            seq += [*steps, Step(StepOp.JUMP_BACK, (site.va + site.size,))]
+            out[site.va] = PlannedSite(**common, tactic=Tactic.TRAMPOLINE_JUMP,
+                                       patch=PatchRange(before[0].va, site.va + site.size),
+                                       displaced_before=disp_before, sequence=tuple(seq),
+                                       reason="; ".join(reasons))
+            continue
         target, why = _try_punned(ctx, site)
         if target is not None:
             out[site.va] = PlannedSite(**common, tactic=Tactic.PUNNED_JUMP,

@@ -30,7 +30,7 @@ _MAX_INSN = 15
 
 _BRANCHES = frozenset(("jmp", "call", "jo", "jno", "jb", "jae", "je", "jne", "jbe", "ja", "js", "jns", "jp",
                        "jnp", "jl", "jge", "jle", "jg", "loop", "loope", "loopne", "jcxz", "jecxz", "jrcxz"))
-_SREG_WORDS = re.compile(r"\b(cr\d+|dr\d|[c-gs]s)\b")
+_SREG_WORDS = re.compile(r"\b(cr\d+|dr\d|[c-gs]s)\b(?!:)")  # not a segment override (gs:[...])
 
 
 @dataclass
@@ -41,8 +41,10 @@ class SweepResult:
     end: int                           # VA just after the last instruction (or skipped byte)
     instructions: int = 0
     candidates: list[int] = field(default_factory=list)    # VAs that may be sites
+    windows: list[int] = field(default_factory=list)       # per candidate: start of the 3rd instruction before
     targets: array = field(default_factory=lambda: array("Q"))  # direct branch targets
     invalid: list[int] = field(default_factory=list)       # VAs of bytes skipped as undecodable
+    earliest_tail: int = 0                                 # start of the 3rd-last instruction swept
 
 
 # Set in the parent before the workers fork; read by them (no pickling of the code bytes).
@@ -56,9 +58,10 @@ def sweep_range(key: int, start: int, end: int, bits: int, candidates: frozenset
     md = capstone.Cs(capstone.CS_ARCH_X86, {16: capstone.CS_MODE_16, 32: capstone.CS_MODE_32,
                                             64: capstone.CS_MODE_64}[bits])
     res = SweepResult(start, start)
-    cands, targets, invalid = res.candidates, res.targets, res.invalid
+    cands, windows, targets, invalid = res.candidates, res.windows, res.targets, res.invalid
     count = 0
     va = start
+    p1 = p2 = p3 = start  # starts of the last three instructions (the planner may displace them)
     limit = min(end, base + len(data))
     search = _SREG_WORDS.search
     while va < limit:
@@ -79,12 +82,16 @@ def sweep_range(key: int, start: int, end: int, bits: int, candidates: frozenset
                     targets.append(int(op, 16))
             elif mn in candidates and (mn not in operand_checked or search(op)):
                 cands.append(a)
+                windows.append(p3)
+            p3, p2, p1 = p2, p1, a
         if nxt == va:                  # undecodable byte: skip it, as a serial sweep does
             invalid.append(va)
             nxt = va + 1
+            p1 = p2 = p3 = nxt
         va = nxt
     res.end = va
     res.instructions = count
+    res.earliest_tail = p3
     return res
 
 
@@ -132,7 +139,7 @@ def sweep(ranges: list[tuple[int, bytes, int, int, int]], candidates: frozenset[
     out = []
     for key, ts in enumerate(tasks):
         pieces = [next(done) for _ in ts]
-        merged = SweepResult(pieces[0].start, pieces[0].start)
+        merged = SweepResult(pieces[0].start, pieces[0].start, earliest_tail=pieces[0].start)
         for (_k, lo, hi, bits), piece in zip(ts, pieces):
             if piece.start != merged.end:          # the previous piece ran past this cut: redo it
                 if merged.end >= hi:
@@ -140,6 +147,11 @@ def sweep(ranges: list[tuple[int, bytes, int, int, int]], candidates: frozenset[
                 piece = sweep_range(key, merged.end, hi, bits, candidates, operand_checked)
             merged.instructions += piece.instructions
             merged.candidates += piece.candidates
+            # a candidate among a piece's first instructions may displace some before the cut
+            merged.windows += [w if w != piece.start or merged.end == pieces[0].start else merged.earliest_tail
+                               for w in piece.windows]
+            merged.earliest_tail = piece.earliest_tail if piece.instructions >= 3 else min(
+                piece.earliest_tail, merged.earliest_tail)
             merged.targets.extend(piece.targets)
             merged.invalid += piece.invalid
             merged.end = piece.end

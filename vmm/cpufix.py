@@ -1,16 +1,19 @@
 """Instructions whose Unicorn 2.1.4 semantics differ from QEMU 7.2's, corrected site by site.
 
 Unicorn is QEMU 5's CPU without a local APIC: `rdmsr`/`wrmsr` of IA32_APIC_BASE and
-IA32_MISC_ENABLE read 0 and are dropped, CR8 is not the APIC's TPR, `mov dr6/dr7` accepts
-values with bits 63:32 set (QEMU raises #GP), `smsw r32` writes only 16 bits, and DR0-DR3/DR7
-arm no breakpoints (writes to them re-arm the VMM's watchpoints). At load the
-VMM finds every place such an instruction may start in the kernel's executable segments and puts
-a code hook on exactly that address (a hook ranged to one address costs nothing elsewhere); the
-hook decodes the instruction and either emulates it and skips it, raises the fault QEMU raises,
-or lets Unicorn run it.
+IA32_MISC_ENABLE read 0 and are dropped, CR8 is not the APIC's TPR, `mov dr6/dr7` (and their
+dr4/dr5 aliases while CR4.DE is clear) accepts values with bits 63:32 set (QEMU raises #GP),
+`smsw r32` writes only 16 bits, and DR0-DR3/DR7 arm no breakpoints (writes to them re-arm the
+VMM's watchpoints). At load the VMM finds every place such an instruction may start in the
+kernel's executable segments and puts a code hook on exactly that address (a hook ranged to one
+address costs nothing elsewhere); the hook decodes the instruction and either emulates it and
+skips it, raises the fault QEMU raises, or lets Unicorn run it. pv mode runs the same
+corrections (``correct``) for the instructions it executes on the guest's behalf: trap sites and
+hypercalls that run the original instruction.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 from capstone import CS_ARCH_X86, CS_MODE_32, CS_MODE_64, Cs
@@ -20,7 +23,7 @@ from unicorn import x86_const as X
 
 from .cpu import Cpu
 from .elf import ElfImage
-from .interrupts import GP, Event, EventKind
+from .interrupts import GP, UD, Event, EventKind
 from .memory import GuestRam, LinearMemory, PageFault
 
 PF_X = 1
@@ -29,6 +32,7 @@ MSR_MISC_ENABLE = 0x1A0
 MISC_ENABLE_FAST_STRINGS = 1          # what QEMU reports
 LAPIC_TPR = 0x80
 DR7_FIXED_ONES = 0x400
+CR4_DE = 1 << 3
 
 
 def candidate_sites(image: ElfImage) -> list[int]:
@@ -43,12 +47,21 @@ def candidate_sites(image: ElfImage) -> list[int]:
             op, modrm = code[start + 1], code[start + 2]
             hit = (op in (0x30, 0x32)                                      # wrmsr, rdmsr
                    or (op in (0x20, 0x22) and (modrm >> 3) & 7 == 0)       # mov to/from cr0/cr8 (REX.R)
-                   or (op == 0x23 and (modrm >> 3) & 7 in (0, 1, 2, 3, 6, 7))   # mov to dr0-3, dr6, dr7
+                   or op == 0x23                                           # mov to dr0-7
                    or (op == 0x01 and modrm >> 6 == 3 and (modrm >> 3) & 7 == 4))   # smsw reg
             if hit:
                 sites.update(seg.vaddr + start - back for back in (0, 1, 2) if start - back >= 0)
             start = code.find(b"\x0f", start + 1)
     return sorted(sites)
+
+
+@dataclass(frozen=True)
+class Correction:
+    """How an instruction was corrected: emulated (the caller skips ``size`` bytes) or, with ``fault``,
+    refused before it changed anything (the caller raises the fault at the instruction)."""
+
+    size: int
+    fault: Event | None = None
 
 
 class CpuFixups:
@@ -72,20 +85,35 @@ class CpuFixups:
             self.cpu.uc.hook_add(UC_HOOK_CODE, self._on_site, None, va, va)
 
     def _on_site(self, uc, address: int, size: int, _ud) -> None:
-        bits = self.cpu.code_bits()
-        if bits == 16:
-            return
         try:
             code = LinearMemory(self.ram, self.cpu.paging()).read(address, 15)
         except PageFault:
             return
+        fix = self.correct(code, address)
+        if fix is None:
+            return
+        if fix.fault is not None:
+            self.raise_fault(fix.fault)
+            uc.emu_stop()                             # stops before the instruction runs
+        else:
+            self.cpu.pc = address + fix.size          # emulated: continue after it
+
+    def correct(self, code: bytes, address: int) -> Correction | None:
+        """Correct the instruction starting in ``code`` (at ``address``) against the current CPU state.
+
+        None: Unicorn's own execution is right (or the instruction is not one of the corrected)."""
+        bits = self.cpu.code_bits()
+        if bits == 16:
+            return None
         insn = next(self._decoders[bits].disasm(code, address, 1), None)
         if insn is None:
-            return
+            return None
         handler = {C.X86_INS_RDMSR: self._rdmsr, C.X86_INS_WRMSR: self._wrmsr, C.X86_INS_MOV: self._mov_special,
                    C.X86_INS_SMSW: self._smsw}.get(insn.id)
-        if handler is not None and handler(insn):
-            self.cpu.pc = address + insn.size        # emulated: continue after it
+        outcome = handler(insn) if handler is not None else False
+        if isinstance(outcome, Event):
+            return Correction(insn.size, outcome)
+        return Correction(insn.size) if outcome else None
 
     def _reg(self, insn, op) -> int:
         return getattr(X, "UC_X86_REG_" + insn.reg_name(op.reg).upper())
@@ -119,7 +147,7 @@ class CpuFixups:
             return False
         return True
 
-    def _mov_special(self, insn) -> bool:
+    def _mov_special(self, insn) -> bool | Event:
         if len(insn.operands) != 2 or self.cpu.cpl():
             return False
         dst, src = insn.operands
@@ -132,15 +160,19 @@ class CpuFixups:
             self.lapic.write(LAPIC_TPR, 4, (uc.reg_read(self._reg(insn, src)) << 4) & 0xFF)
             self.interrupts_changed()
             return True
-        if names[0] in ("dr6", "dr7") and uc.reg_read(self._reg(insn, src)) >> 32:
-            self.raise_fault(Event(GP, EventKind.EXCEPTION, 0))
-            uc.emu_stop()                             # stops before the instruction runs
-            return False
-        if names[0] in ("dr0", "dr1", "dr2", "dr3", "dr7"):
+        target = names[0]
+        if target in ("dr4", "dr5"):
+            if uc.reg_read(X.UC_X86_REG_CR4) & CR4_DE:
+                return Event(UD, EventKind.EXCEPTION)
+            target = "dr6" if target == "dr4" else "dr7"   # aliases while CR4.DE is clear
+        if target in ("dr6", "dr7") and uc.reg_read(self._reg(insn, src)) >> 32:
+            return Event(GP, EventKind.EXCEPTION, 0)
+        if target in ("dr0", "dr1", "dr2", "dr3", "dr7"):
             value = uc.reg_read(self._reg(insn, src))
             if not self.cpu.long_mode():
                 value &= 0xFFFFFFFF
-            uc.reg_write(self._reg(insn, dst), value | DR7_FIXED_ONES if names[0] == "dr7" else value)
+            uc.reg_write(getattr(X, "UC_X86_REG_" + target.upper()), value | DR7_FIXED_ONES if target == "dr7"
+                         else value)
             self.watchpoints.rearm()
             return True
         return False

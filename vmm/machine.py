@@ -47,6 +47,12 @@ class MachineConfig:
     modules: tuple[Module, ...] = ()
     cpus: int = 1
     io_cost_ns: int = layout.IO_ACCESS_NS
+    # Comparing two images (an original and its translation) needs the same boot inputs for both:
+    # kernel_name is the kernel's name in the multiboot command line (QEMU passes its -kernel argument;
+    # None: the path); modules_at the lowest guest-physical address for boot modules (None: after the
+    # kernel, which a larger image moves).
+    kernel_name: str | None = None
+    modules_at: int | None = None
 
     def validate(self) -> None:
         if self.ram_bytes < 2 * layout.MiB or self.ram_bytes > layout.MAX_RAM_BYTES:
@@ -212,7 +218,8 @@ class Machine:
     def boot(self, kernel: str | Path, mode: modes.Mode | str | None = None) -> BootRecord:
         """Load the kernel and put the CPU in the state its boot protocol promises; `mode` None: pv for a
         translated guest, else native."""
-        record = load_kernel(kernel, self.ram, self.config.cmdline, self.config.modules)
+        record = load_kernel(kernel, self.ram, self.config.cmdline, self.config.modules, self.config.kernel_name,
+                             self.config.modules_at)
         self.ram.write(layout.BOOT_GDT_PA, BOOT_GDT)
         uc = self.uc
         uc.reg_write(X.UC_X86_REG_GDTR, (0, layout.BOOT_GDT_PA, len(BOOT_GDT) - 1, 0))

@@ -4,7 +4,8 @@ Boot (``attach``): a kernel ELF with a ``PVTR`` note (``pvtranslate.abi``, the o
 module the VMM imports) is a translated guest. The site table is read from guest RAM after loading,
 the shared page gets its magic and ABI version, and the vCPU is switched to pv mode:
 
-- External interrupts are taken only while the shared page's virtual IF is 1 (not EFLAGS.IF).
+- External interrupts are taken only while the shared page's virtual IF is 1 (not EFLAGS.IF), and
+  not while a trampoline keeps guest registers in the save area (before its ``int 0x82``).
   Around every delivery into the guest the real EFLAGS.IF is set from the virtual IF (so the
   frame carries it) and the virtual IF is then taken back from EFLAGS (an interrupt gate clears it).
 - ``int 0x82`` at an address in the site table's hypercall list is a hypercall; any other
@@ -13,14 +14,22 @@ the shared page gets its magic and ABI version, and the vCPU is switched to pv m
   charge); HALT is the native ``hlt`` path. Privileged operations are carried out by Unicorn
   itself: the VMM writes a native instruction (e.g. ``mov cr0, rsi``, ``mov ds, esi``, ``rdmsr``)
   over the 2-byte ``int 0x82`` it stopped at, single-steps it with the argument registers in
-  place, and puts the ``int 0x82`` back. Descriptor-table loads are register writes.
+  place, and puts the ``int 0x82`` back; rdmsr/wrmsr first get vmm/cpufix.py's corrections.
+  Descriptor-table loads are register writes. Others run the original instruction at the site
+  (``_by_original``). Then the registers the trampoline set aside in the save area are put back,
+  but for those the instruction writes (its results; string I/O's index and count).
+- Faults: one an emulated instruction raises, or a trampoline's own guest-memory access (an access
+  point), is delivered at the site with the guest's registers and stack (the unwind records); one
+  inside a replayed displaced instruction at that instruction's original address.
 - TRAP sites (``int3`` or ``int 0x82`` in place of the instruction): cli/sti/hlt are emulated on
-  the virtual IF; any other instruction is single-stepped from its original bytes, written back at
-  the site for that one step, and execution resumes after it.
+  the virtual IF; any other instruction runs as natively (vmm/cpufix.py's corrections, else a
+  single step of its original bytes, written back at the site for that one step, with the virtual
+  IF as EFLAGS.IF), and execution resumes after it.
 """
 from __future__ import annotations
 
 import bisect
+import functools
 import struct
 
 from unicorn import UC_HOOK_CODE
@@ -31,14 +40,16 @@ from pvtranslate.abi import (HYPERCALL_SPECS, REGISTERS_32, REGISTERS_64, SREG_S
                              SharedOffset)
 
 from .errors import GuestError, LoadError
-from .interrupts import DB, GP, UD, Event, EventKind
-from .memory import LinearMemory, translate
+from .interrupts import DB, GP, PF, UD, Event, EventKind
+from .memory import LinearMemory, PageFault, translate
 
 CR4_DE = 1 << 3
 EFLAGS_TF = 1 << 8
 EFLAGS_IF = 1 << 9
 EFLAGS_DF = 1 << 10
 EFLAGS_AC = 1 << 18
+CPUID_7_EBX_SMAP = 1 << 20
+NARROW_RESULTS = {Hypercall.PORT_IN8: 0xFF, Hypercall.PORT_IN16: 0xFFFF}   # merged into rax / eax
 PORT_HYPERCALLS = {Hypercall.PORT_IN8: 1, Hypercall.PORT_IN16: 2, Hypercall.PORT_IN32: 4,
                    Hypercall.PORT_OUT8: 1, Hypercall.PORT_OUT16: 2, Hypercall.PORT_OUT32: 4}
 _RM = {"eax": 0, "ecx": 1, "edx": 2, "ebx": 3, "esp": 4, "ebp": 5, "esi": 6, "edi": 7,
@@ -46,6 +57,7 @@ _RM = {"eax": 0, "ecx": 1, "edx": 2, "ebx": 3, "esp": 4, "ebp": 5, "esi": 6, "ed
 _PREFIXES = frozenset((0x66, 0x67, 0xF2, 0xF3, 0x26, 0x2E, 0x36, 0x3E, 0x64, 0x65, 0xF0))
 
 
+@functools.cache
 def _reg(name: str) -> int:
     return getattr(X, "UC_X86_REG_" + name.upper())
 
@@ -110,7 +122,7 @@ class PvMode:
         self._pending_pa = self.shared_pa + SharedOffset.EVENTS_PENDING
         self._events_pending = None
         self._ctx = None
-        self._faulted = False
+        self._unwound = False                    # the current hypercall's trampoline has been undone
         page = bytearray(abi.SHARED_PAGE_SIZE)
         page[SharedOffset.MAGIC:SharedOffset.MAGIC + 4] = abi.SHARED_PAGE_MAGIC
         struct.pack_into("<I", page, SharedOffset.ABI_VERSION, desc.abi_version)
@@ -119,7 +131,13 @@ class PvMode:
         self.sync_shadows()
         self._install_resume_hooks()
         self.vcpu.pv = self
-        self.vcpu.interrupts_enabled = self.virtual_if
+        # save-area windows: from the start of a lowering that sets registers aside there to its int 0x82
+        windows = sorted((self._boundary_vas[bisect.bisect_right(self._boundary_vas, p.va) - 1], p.va + 2)
+                         for p in self.table.points.values()
+                         if p.in_save_area and not p.access and self._boundary_vas and p.va >= self._boundary_vas[0])
+        self._window_starts = [start for start, _end in windows]
+        self._window_ends = [end for _start, end in windows]
+        self.vcpu.interrupts_enabled = self.accepts_interrupts
 
     # --- shared page ---------------------------------------------------------------------------------
     def virtual_if(self) -> bool:
@@ -171,6 +189,8 @@ class PvMode:
         elif event.vector == DB and self.cpu.eflags & EFLAGS_TF and self.own_range[0] <= self.cpu.pc < self.own_range[1]:
             if not self._single_step_in_trampoline():
                 return
+        elif event.kind is EventKind.EXCEPTION and self.own_range[0] <= self.cpu.pc < self.own_range[1]:
+            self._fault_in_trampoline()
         self._deliver_guest(event)
 
     def _single_step_in_trampoline(self) -> bool:
@@ -240,7 +260,7 @@ class PvMode:
         self.cpu.pc = va
         self._stepping = True
         try:
-            self.vcpu._slice(count=1)
+            self.vcpu._slice(count=1, until=va + len(code))
         finally:
             self._stepping = False
             self.ram.write(pa, saved)
@@ -248,30 +268,65 @@ class PvMode:
         return not self._after_step(unwind)
 
     def _unwind(self) -> None:
-        """Undo the current hypercall's trampoline: pop the registers it saved, point at the site.
+        """Undo the current hypercall's trampoline: put back the registers it set aside, point at the site.
 
         A fault raised by an emulated instruction is then delivered as if the original instruction
         at its own address had raised it, with the registers and stack it had there."""
-        hc_va, bits, _conv = self._ctx
+        point = self.table.points[self._ctx[0]]
+        self._restore_saved(point, self._ctx[1])
+        self.cpu.pc = point.site_va
+        self._unwound = True
+
+    def _restore_saved(self, point: abi.HypercallPoint, bits: int, keep: frozenset[str] = frozenset()) -> None:
+        """Give the guest back the registers a trampoline (``bits``-bit code) set aside at ``point``, but
+        those in ``keep``: from the shared page's save area, or popped off the stack."""
+        read, write = self.cpu._fast_read, self.cpu._fast_write     # hot: after every hypercall
         word = 8 if bits == 64 else 4
-        mem = LinearMemory(self.ram, self.cpu.paging())
-        sp = self.cpu.sp
-        for name in reversed(self.table.unwind.get(hc_va, ())):
-            value = int.from_bytes(mem.read(sp, word), "little")
-            if bits == 32:
-                value |= self.uc.reg_read(_reg(name)) & ~0xFFFFFFFF
-            self.uc.reg_write(_reg(name), value)
-            sp += word
-        self.uc.reg_write(X.UC_X86_REG_RSP, sp)
-        self.cpu.pc = self.table.hypercalls[hc_va]
-        self._faulted = True
+        if point.in_save_area:
+            area = self.ram.read(self.shared_pa + SharedOffset.SAVE_AREA, 8 * len(abi.UNWIND_REGISTERS))
+            values = [(name, area[8 * abi.unwind_index(name):][:word]) for name in point.saved if name not in keep]
+        else:
+            mem = LinearMemory(self.ram, self.cpu.paging())
+            sp = self.cpu.sp
+            values = [(name, mem.read(sp + word * k, word)) for k, name in enumerate(reversed(point.saved))]
+            write(X.UC_X86_REG_RSP, sp + word * len(point.saved))
+        for name, raw in values:
+            value = int.from_bytes(raw, "little")
+            if word == 4:                        # 32-bit code: the upper halves are not the trampoline's
+                value |= read(_reg(name)) & ~0xFFFFFFFF
+            write(_reg(name), value)
+
+    def _fault_in_trampoline(self) -> None:
+        """A fault raised by a trampoline's own instruction becomes the original instruction's: at an
+        access point the registers set aside are put back and the site faults; inside a replayed
+        instruction (which runs on the guest's own registers) its original address faults."""
+        pc = self.cpu.pc
+        point = self.table.points.get(pc)
+        if point is not None and point.access:
+            self._restore_saved(point, self.cpu.code_bits())
+            self.cpu.pc = point.site_va
+            return
+        k = bisect.bisect_right(self._boundary_vas, pc) - 1
+        if k >= 0 and self._boundaries[self._boundary_vas[k]].kind is abi.PcKind.REPLAY:
+            self.cpu.pc = self._boundaries[self._boundary_vas[k]].original_va
+
+    def accepts_interrupts(self) -> bool:
+        """Whether an external interrupt may be taken now: virtual IF, and not while a trampoline keeps
+        registers in the save area (between its first save and its ``int 0x82``)."""
+        if not self.virtual_if():
+            return False
+        if self._window_starts:
+            pc = self.cpu.pc
+            k = bisect.bisect_right(self._window_starts, pc) - 1
+            if k >= 0 and pc < self._window_ends[k]:
+                return False
+        return True
 
     # --- trap sites ------------------------------------------------------------------------------------
     def _trap(self, site: abi.SiteEntry) -> None:
         raw = site.original
         self.vcpu.hypercalls["TRAP"] += 1
         va = site.site_va
-        op = next((b for b in raw if b not in _PREFIXES and not 0x40 <= b <= 0x4F), None)
         cpl = self.cpu.cpl()
         if (raw in (b"\xfa", b"\xfb") and cpl > (self.cpu.eflags >> 12) & 3) or (raw == b"\xf4" and cpl):
             self.cpu.pc = va                     # cli/sti above IOPL, hlt outside ring 0: #GP(0) at the site
@@ -286,13 +341,28 @@ class PvMode:
             self.cpu.pc = va + 1
             self.vcpu._halt()
         else:
-            if op == 0x9C:                       # pushf: the pushed image carries the virtual IF
-                flags = self.cpu.eflags
-                self.cpu.eflags = (flags | EFLAGS_IF) if self.virtual_if() else (flags & ~EFLAGS_IF)
-            target = self._iret_target(raw) if op == 0xCF else None
-            if self._step_at(va, raw, target) and op in (0x9D, 0xCF):    # popf, iret: IF from the popped image
-                self.set_virtual_if(self.cpu.interrupts_enabled())
+            self._run_original(va, raw, self._transfer_target(raw))
             self.sync_shadows()
+
+    def _run_original(self, va: int, raw: bytes, target: int | None = None) -> bool:
+        """Run the original instruction ``raw`` at ``va`` on the guest's state, as the native machine would:
+        with vmm/cpufix.py's corrections, else single-stepped. False if it faulted (delivered at ``va``)."""
+        self.cpu.pc = va
+        fix = self.machine.fixups.correct(raw, va)
+        if fix is None:
+            # the step sees the virtual IF as EFLAGS.IF (pushf, sysexit keep it), and what it leaves
+            # there (popf, iret, sysret load it) is the virtual IF after it
+            flags = self.cpu.eflags
+            self.cpu.eflags = (flags | EFLAGS_IF) if self.virtual_if() else (flags & ~EFLAGS_IF)
+            if not self._step_at(va, raw, target):
+                return False
+            self.set_virtual_if(self.cpu.interrupts_enabled())
+            return True
+        if fix.fault is not None:
+            self._deliver_guest(fix.fault)
+            return False
+        self.cpu.pc = va + fix.size
+        return True
 
     def _iret_target(self, raw: bytes) -> int | None:
         """The return address an iret at the current stack would jump to."""
@@ -303,11 +373,22 @@ class PvMode:
             return None
         return int.from_bytes(data, "little")
 
+    def _transfer_target(self, raw: bytes) -> int | None:
+        """Where the original instruction ``raw`` transfers control (iret, sysret, sysexit), else None."""
+        k = next((i for i, b in enumerate(raw) if b not in _PREFIXES and not 0x40 <= b <= 0x4F), len(raw))
+        opcode = raw[k:k + 2]
+        if opcode[:1] == b"\xcf":
+            return self._iret_target(raw)
+        if opcode in (b"\x0f\x07", b"\x0f\x35"):   # sysret: rcx; sysexit: rdx (32-bit forms: the low half)
+            value = self.uc.reg_read(X.UC_X86_REG_RCX if opcode == b"\x0f\x07" else X.UC_X86_REG_RDX)
+            return value if any(0x48 <= b <= 0x4F for b in raw[:k]) else value & 0xFFFFFFFF
+        return None
+
     # --- hypercalls ------------------------------------------------------------------------------------
     def _hypercall(self, hc_va: int) -> None:
         bits = self.cpu.code_bits()
         conv = REGISTERS_64 if bits == 64 else REGISTERS_32
-        r = self.uc.reg_read
+        r = self.cpu._fast_read
         number = r(_reg(conv.number_reg)) & 0xFFFFFFFF
         try:
             h = Hypercall(number)
@@ -318,19 +399,45 @@ class PvMode:
         args = {name: r(_reg(reg)) & mask for name, reg in zip(spec.args, conv.arg_regs)}
         self.vcpu.hypercalls[h.name] += 1
         self._ctx = (hc_va, bits, conv)
-        self._faulted = False
+        self._unwound = False
+        self._outputs: dict[str, int] = {}      # registers the instruction writes -> their values
+        self._borrowed: dict[str, int] = {}     # registers a handler used -> the guest's values
         if h in PORT_HYPERCALLS:
             results = self._port(h, args)
         else:
             handler = getattr(self, "_hc_" + h.name.lower(), self._by_original)
             results = handler(**args)
             self.sync_shadows()
-        if results and not self._faulted:
-            for value, reg in zip(results, conv.result_regs):
-                self.uc.reg_write(_reg(reg), value)
+        self._finish(h, conv, results or ())
         if self.vcpu._hook_error is not None:
             exc, self.vcpu._hook_error = self.vcpu._hook_error, None
             raise exc
+
+    def _finish(self, h: Hypercall, conv, results: tuple[int, ...]) -> None:
+        """The guest's registers after the hypercall: its own, but for what the instruction writes."""
+        point = self.table.points[self._ctx[0]]
+        write = self.cpu._fast_write
+        narrow = NARROW_RESULTS.get(h, 0)
+        if not self._unwound:
+            for k, (value, reg) in enumerate(zip(results, conv.result_regs)):
+                if not (k == 0 and narrow):
+                    self._outputs[reg] = value
+            if point.in_save_area:
+                self._restore_saved(point, self._ctx[1], keep=frozenset(self._outputs))
+            for reg, value in self._outputs.items():
+                write(_reg(reg), value)
+            if narrow and results:               # in al / in ax: only the low bytes of rax change
+                rax = self.cpu._fast_read(_reg(conv.result_regs[0]))
+                write(_reg(conv.result_regs[0]), rax & ~narrow | results[0] & narrow)
+        for reg, value in self._borrowed.items():
+            if not (point.in_save_area and reg in point.saved) and reg not in self._outputs:
+                write(_reg(reg), value)
+
+    def _borrow(self, regs: dict[str, int]) -> None:
+        """Set registers for a native step; ``_finish`` gives the guest its own values back."""
+        for name, value in regs.items():
+            self._borrowed.setdefault(name, self.uc.reg_read(_reg(name)))
+            self.uc.reg_write(_reg(name), value)
 
     def _port(self, h: Hypercall, args: dict) -> tuple[int, ...] | None:
         size = PORT_HYPERCALLS[h]
@@ -347,25 +454,46 @@ class PvMode:
         hc_va, bits, _conv = self._ctx
         site = self.table.sites[self.table.hypercalls[hc_va]]
         rep = any(b in (0xF2, 0xF3) for b in site.original[:4])
-        addr_mask = 0xFFFF if flags & 4 else 0xFFFFFFFF if flags & 2 else (1 << 64) - 1
+        try:
+            address_bits, segment = abi.unpack_string_flags(flags)
+        except abi.AbiError as exc:
+            raise GuestError(f"string I/O hypercall at {hc_va:#x}: {exc}; re-translate the guest") from None
+        addr_mask = (1 << address_bits) - 1
+        # 64-bit code adds only an fs/gs base; the linear address wraps at the mode's width
+        base = self.cpu.segment_base(segment) if bits != 64 or segment in ("fs", "gs") else 0
+        linear_mask = (1 << 64) - 1 if bits == 64 else 0xFFFFFFFF
         step = -element_size if self.cpu.eflags & EFLAGS_DF else element_size
         mem = LinearMemory(self.ram, self.cpu.paging())
         addr = buffer_va & addr_mask
+        left = count & addr_mask if rep else 1
         port &= 0xFFFF
-        for _ in range(count & addr_mask if rep else 1):
-            if inbound:
-                value = self.vcpu.port_in(None, port, element_size, None)
-                mem.write(addr, (value & ((1 << 8 * element_size) - 1)).to_bytes(element_size, "little"))
-            else:
-                self.vcpu.port_out(None, port, element_size, int.from_bytes(mem.read(addr, element_size), "little"),
-                                   None)
+        fault = None
+        while left:
+            linear = (base + addr) & linear_mask
+            try:
+                if inbound:
+                    value = self.vcpu.port_in(None, port, element_size, None)
+                    mem.write(linear, (value & ((1 << 8 * element_size) - 1)).to_bytes(element_size, "little"))
+                else:
+                    data = mem.read(linear, element_size)
+                    self.vcpu.port_out(None, port, element_size, int.from_bytes(data, "little"), None)
+            except PageFault as exc:
+                fault = self._page_fault(exc)
+                break
             addr = (addr + step) & addr_mask
+            left -= 1
             if self.vcpu.exit_status is not None or self.vcpu._hook_error is not None:
                 break
-        index = "rdi" if inbound else "rsi"
-        self.uc.reg_write(_reg(index), addr)
+        # only the address-size part of the index and count registers changes (a 32-bit one zero-extends)
+        keep = ~addr_mask if address_bits == 16 else 0
+        self._outputs["rdi" if inbound else "rsi"] = (buffer_va & keep) | addr
         if rep:
-            self.uc.reg_write(X.UC_X86_REG_RCX, 0)
+            self._outputs["rcx"] = (count & keep) | left
+        if fault is not None:
+            self._unwind()                       # the guest's registers, then the progress made so far
+            for reg, value in self._outputs.items():
+                self.uc.reg_write(_reg(reg), value)
+            self._deliver_guest(fault)
 
     def _hc_string_in(self, **a):
         self._string(True, **a)
@@ -379,19 +507,13 @@ class PvMode:
     def _hc_deliver_pending(self):
         pass                                     # the loop takes the interrupt next, virtual IF permitting
 
-    def _native(self, code: bytes, regs: dict[str, int], outputs: tuple[str, ...] = (),
-                preserve: tuple[str, ...] = ()) -> tuple[int, ...] | None:
-        """Run one native instruction at the hypercall with ``regs`` set; read ``outputs``; restore ``preserve``."""
+    def _native(self, code: bytes, regs: dict[str, int], outputs: tuple[str, ...] = ()) -> tuple[int, ...] | None:
+        """Run one native instruction at the hypercall with ``regs`` set (borrowed); read ``outputs``."""
         hc_va = self._ctx[0]
-        saved = {name: self.uc.reg_read(_reg(name)) for name in preserve}
-        for name, value in regs.items():
-            self.uc.reg_write(_reg(name), value)
-        ok = self._step_at(hc_va, code, unwind=True)
-        if not ok:
+        self._borrow(regs)
+        if not self._step_at(hc_va, code, unwind=True):
             return None
         out = tuple(self.uc.reg_read(_reg(name)) & 0xFFFFFFFF for name in outputs)
-        for name, value in saved.items():
-            self.uc.reg_write(_reg(name), value)
         self.cpu.pc = hc_va + 2
         return out
 
@@ -399,6 +521,8 @@ class PvMode:
         return _RM[self._ctx[2].arg_regs[arg_index]]
 
     def _hc_write_cr(self, cr_index: int, value: int):
+        if not self._privileged():
+            return
         if cr_index == 8:
             self.machine.lapic.write(0x80, 4, (value << 4) & 0xFF)
             self.machine.interrupts.changed()
@@ -416,6 +540,8 @@ class PvMode:
         self._native(bytes((0x0F, 0x01, 0xF0 | self._rm(0))), {})
 
     def _hc_write_dr(self, dr_index: int, value: int):
+        if not self._privileged():
+            return
         if dr_index in (4, 5):
             if self.uc.reg_read(X.UC_X86_REG_CR4) & CR4_DE:
                 self._fault(Event(UD, EventKind.EXCEPTION))
@@ -437,32 +563,46 @@ class PvMode:
         self._unwind()
         self._deliver_guest(event)
 
+    def _msr(self, code: bytes, regs: dict[str, int], outputs: tuple[str, ...] = ()) -> tuple[int, ...] | None:
+        """rdmsr / wrmsr on ``regs`` (borrowed), with vmm/cpufix.py's corrections as natively."""
+        self._borrow(regs)
+        fix = self.machine.fixups.correct(code, self._ctx[0])
+        if fix is None:
+            return self._native(code, {}, outputs)
+        if fix.fault is not None:
+            self._fault(fix.fault)
+            return None
+        return tuple(self.uc.reg_read(_reg(name)) & 0xFFFFFFFF for name in outputs)
+
     def _hc_rdmsr(self, msr: int):
-        saved = self.uc.reg_read(X.UC_X86_REG_RCX)
-        self.uc.reg_write(X.UC_X86_REG_RCX, msr & 0xFFFFFFFF)
-        if self.machine.fixups._rdmsr(None):
-            out = (self.uc.reg_read(X.UC_X86_REG_RAX) & 0xFFFFFFFF, self.uc.reg_read(X.UC_X86_REG_RDX) & 0xFFFFFFFF)
-        else:
-            out = self._native(b"\x0f\x32", {}, ("eax", "edx"))
-        if not self._faulted:
-            self.uc.reg_write(X.UC_X86_REG_RCX, saved)
-        return out
+        return self._msr(b"\x0f\x32", {"rcx": msr & 0xFFFFFFFF}, ("eax", "edx"))
 
     def _hc_wrmsr(self, msr: int, low: int, high: int):
-        saved = {n: self.uc.reg_read(_reg(n)) for n in ("rax", "rcx", "rdx")}
-        self.uc.reg_write(X.UC_X86_REG_RCX, msr & 0xFFFFFFFF)
-        self.uc.reg_write(X.UC_X86_REG_RAX, low & 0xFFFFFFFF)
-        self.uc.reg_write(X.UC_X86_REG_RDX, high & 0xFFFFFFFF)
-        if not self.machine.fixups._wrmsr(None):
-            self._native(b"\x0f\x30", {})
-        if not self._faulted:
-            for n, v in saved.items():
-                self.uc.reg_write(_reg(n), v)
+        self._msr(b"\x0f\x30", {"rcx": msr & 0xFFFFFFFF, "rax": low & 0xFFFFFFFF, "rdx": high & 0xFFFFFFFF})
         self.uc.ctl_flush_tb()
 
+    def _page_fault(self, exc: PageFault) -> Event:
+        """The #PF a guest access the VMM made for the current instruction raises: CR2 and error code
+        as the CPU sets them (not present; W for a write; U/S at CPL 3)."""
+        self.uc.reg_write(X.UC_X86_REG_CR2, exc.va if self.cpu.long_mode() else exc.va & 0xFFFFFFFF)
+        return Event(PF, EventKind.EXCEPTION, (2 if exc.write else 0) | (4 if self.cpu.cpl() == 3 else 0))
+
+    def _privileged(self) -> bool:
+        """Whether the current instruction may run (CPL 0); else its #GP(0) is delivered at the site."""
+        if self.cpu.cpl():
+            self._fault(Event(GP, EventKind.EXCEPTION, 0))
+            return False
+        return True
+
     def _load_table(self, reg: int, pseudo_descriptor_va: int, operand_size: int) -> None:
+        if not self._privileged():
+            return
         mem = LinearMemory(self.ram, self.cpu.paging())
-        raw = mem.read(pseudo_descriptor_va, 10 if operand_size == 8 else 6)
+        try:
+            raw = mem.read(pseudo_descriptor_va, 10 if operand_size == 8 else 6)
+        except PageFault as exc:
+            self._fault(self._page_fault(exc))
+            return
         limit = struct.unpack_from("<H", raw)[0]
         base = int.from_bytes(raw[2:], "little")
         if operand_size == 2:
@@ -494,27 +634,19 @@ class PvMode:
     def _hc_rdtsc(self):
         return self._native(b"\x0f\x31", {}, ("eax", "edx"))
 
-    def _hc_iret(self, frame_va: int, operand_size: int):
-        hc_va = self._ctx[0]
-        code = {8: b"\x48\xcf", 4: b"\xcf", 2: b"\x66\xcf"}[operand_size]
-        self.uc.reg_write(X.UC_X86_REG_RSP, frame_va)
-        if self._step_at(hc_va, code, self._iret_target(code), unwind=True):
-            self.set_virtual_if(self.cpu.interrupts_enabled())
-
     def _by_original(self, **_args) -> None:
         """Any other hypercall: the original instruction runs once, on the guest's own state.
 
         The trampoline is unwound to the site, the original bytes are stepped at the site's address
         (so it raises exactly what this CPU raises there: #UD for monitor/mwait/xsetbv on qemu64,
         #GP for a bad value), and execution resumes in the trampoline after the site's lowering —
-        or wherever the instruction transferred control (sysret, sysexit)."""
+        or wherever the instruction transferred control (iret, sysret, sysexit: with the guest's
+        own registers, and the virtual IF they load)."""
         site_va = self.table.hypercalls[self._ctx[0]]
         site = self.table.sites[site_va]
         self._unwind()
-        self._faulted = False                    # not a fault yet: the step decides
-        if not self._step_at(site_va, site.original):
-            self._faulted = True
-            return
+        if not self._run_original(site_va, site.original, self._transfer_target(site.original)):
+            return                               # faulted: delivered at the site
         if self.cpu.pc == site_va + len(site.original):
             k = bisect.bisect_left(self._boundary_vas, self._site_entry(site_va))
             self.cpu.pc = self._boundary_vas[k + 1]
@@ -530,15 +662,21 @@ class PvMode:
         return self._boundary_vas[k]
 
     def _hc_wbinvd(self):
-        pass
+        self._privileged()                       # no caches to write back
 
     def _hc_invd(self):
-        pass
+        self._privileged()
 
     def _hc_swapgs(self):
         self._native(b"\x0f\x01\xf8", {})
 
     def _hc_set_ac(self, ac: int):
+        """clac/stac: #UD at CPL > 0 or on a CPU model without SMAP (qemu64 has none), as natively."""
+        if self.vcpu.cpuid is None:
+            return self._by_original()           # no CPU model: the engine's own answers
+        if self.cpu.cpl() or not self.vcpu.cpuid(7, 0)[1] & CPUID_7_EBX_SMAP:
+            self._fault(Event(UD, EventKind.EXCEPTION))
+            return
         flags = self.cpu.eflags
         self.cpu.eflags = (flags | EFLAGS_AC) if ac else (flags & ~EFLAGS_AC)
 

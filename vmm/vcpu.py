@@ -15,7 +15,7 @@ from unicorn import x86_const as X
 from .bus import Bus
 from .clock import VirtualClock
 from .cpu import Cpu
-from .errors import GuestError, GuestHalted, LimitExceeded, OutsideRam, VmmError
+from .errors import GuestError, GuestHalted, InternalError, LimitExceeded, OutsideRam, VmmError
 from .interrupts import DB, GP, PF, UD, VECTORS_WITH_ERROR_CODE, Event, EventKind, deliver
 from .insncount import BlockCounter
 from .memory import GuestRam, LinearMemory, PageFault, translate
@@ -216,7 +216,7 @@ class Vcpu:
                 entry = table.get(port)
                 value = ports.read(port, size) if entry is None else entry[0].read(port - entry[1], size)
                 if self.trace:
-                    self.trace("pio_in", port=port, size=size, value=value)
+                    self.trace("pio_in", port=port, size=size, value=value, rip=self.cpu._fast_read(X.UC_X86_REG_RIP))
                 finish(fired)
                 return value
             except BaseException as exc:       # never let an exception unwind through the C engine
@@ -231,7 +231,7 @@ class Vcpu:
                 self.pio_exits += 1
                 fired = clock.tick(cost)
                 if self.trace:
-                    self.trace("pio_out", port=port, size=size, value=value)
+                    self.trace("pio_out", port=port, size=size, value=value, rip=self.cpu._fast_read(X.UC_X86_REG_RIP))
                 entry = table.get(port)
                 if entry is None:
                     ports.write(port, size, value)
@@ -277,7 +277,7 @@ class Vcpu:
         self.clock.tick(self.io_cost_ns)
         value = self.mmio.read(base + offset, size)
         if self.trace:
-            self.trace("mmio_read", addr=base + offset, size=size, value=value)
+            self.trace("mmio_read", addr=base + offset, size=size, value=value, rip=self.cpu.pc)   # rip: block-exact only
         self._io_done(True)
         return value
 
@@ -285,7 +285,7 @@ class Vcpu:
         self.exits[Exit.MMIO.value] += 1
         self.clock.tick(self.io_cost_ns)
         if self.trace:
-            self.trace("mmio_write", addr=base + offset, size=size, value=value)
+            self.trace("mmio_write", addr=base + offset, size=size, value=value, rip=self.cpu.pc)  # rip: block-exact only
         self.mmio.write(base + offset, size, value)
         self._io_done(True)
 
@@ -345,8 +345,11 @@ class Vcpu:
         if limits.max_instructions is not None:
             self.instructions = self._counter.count
 
-    def _slice(self, timeout_us: int = 0, count: int = 0) -> None:
-        """One emu_start, and the repairs its return needs; leaves the reason in _event/_stop_requested."""
+    def _slice(self, timeout_us: int = 0, count: int = 0, until: int = NEVER_REACHED) -> None:
+        """One emu_start, and the repairs its return needs; leaves the reason in _event/_stop_requested.
+
+        ``until``: a single step may pass the address after its instruction; a mapped one is probed
+        without a fault, so a CR2 the instruction wrote (``mov cr2``) is kept as it is."""
         self._event = None
         self._stop_requested = False
         pc = self.cpu.pc
@@ -355,7 +358,7 @@ class Vcpu:
         guest_cr2 = self.uc.reg_read(X.UC_X86_REG_CR2)
         self.stop_cr2 = None
         try:
-            self.uc.emu_start(pc, NEVER_REACHED, timeout=timeout_us, count=count)
+            self.uc.emu_start(pc, until, timeout=timeout_us, count=count)
         except UcError as exc:
             if self._outside:
                 raise OutsideRam(f"{self._outside} (near {self._where()})") from None
@@ -370,19 +373,20 @@ class Vcpu:
         except VmmError:
             raise
         except Exception as exc:          # raised by a hook and re-raised by the binding
-            raise GuestError(f"internal error while handling an exit at {self._where()}: "
-                             f"{type(exc).__name__}: {exc}") from exc
+            raise InternalError(f"internal error while handling an exit at {self._where()}: "
+                                f"{type(exc).__name__}: {exc}") from exc
         # Leaving emu_start, Unicorn probes the `until` address; a failed probe records a #PF in the
         # CPU's fault history (turning the guest's next real fault into #DF) and clobbers CR2.
         self.cpu.clear_fault_history()
-        if self.uc.reg_read(X.UC_X86_REG_CR2) in VMM_CR2_ARTEFACTS:
+        artefacts = VMM_CR2_ARTEFACTS if until == NEVER_REACHED else {until - 1, (until - 1) & 0xFFFFFFFF}
+        if self.uc.reg_read(X.UC_X86_REG_CR2) in artefacts:
             self.uc.reg_write(X.UC_X86_REG_CR2, self._fault_cr2 if self._event and self._event.vector == PF
                               else guest_cr2 if self.stop_cr2 is None else self.stop_cr2)
         if self._hook_error is not None:
-            if isinstance(self._hook_error, VmmError):
-                raise self._hook_error
-            raise GuestError(f"internal error while handling an exit at {self._where()}: "
-                             f"{type(self._hook_error).__name__}: {self._hook_error}") from self._hook_error
+            if isinstance(self._hook_error, VmmError) or not isinstance(self._hook_error, Exception):
+                raise self._hook_error                # a VMM error, or KeyboardInterrupt and the like
+            raise InternalError(f"internal error while handling an exit at {self._where()}: "
+                                f"{type(self._hook_error).__name__}: {self._hook_error}") from self._hook_error
         if self._denied_io is not None:
             # The engine ran on to the end of the block: put the CPU back at the I/O instruction.
             self.uc.context_restore(self._denied_io)
@@ -474,7 +478,7 @@ class Vcpu:
         kind = Exit.INTERRUPT if event.kind is EventKind.EXTERNAL else Exit.EXCEPTION
         self.exits[kind.value] += 1
         if self.trace:
-            self.trace(kind.value, vector=event.vector, error_code=event.error_code, rip=self.cpu.pc)
+            self.trace(kind.value, vector=event.vector, error_code=event.error_code, rip=self.cpu.pc, rsp=self.cpu.sp)
         deliver(self.cpu, self._linear, event)
 
     def _stopped_at_hlt(self) -> bool:

@@ -140,15 +140,18 @@ def test_abi_imports_only_the_standard_library() -> None:
 def test_site_table_round_trips_unwind_records_and_pc_map() -> None:
     """A hand-made table: what the emitter packs is what the VMM parses (no emitter code involved)."""
     site = abi.SITE_TABLE_ENTRY.pack(0x1000, 0x9000, 1, 1, 0, 0, b"\xec".ljust(16, b"\0"))
-    points = [abi.HypercallPoint(0x9010, 0x1000, ("rax", "rbx")), abi.HypercallPoint(0x9040, 0x1000, ())]
+    points = [abi.HypercallPoint(0x9010, 0x1000, ("rax", "rbx")), abi.HypercallPoint(0x9040, 0x1000, ()),
+              abi.HypercallPoint(0x9050, 0x1000, ("rax", "rdi"), in_save_area=True),
+              abi.HypercallPoint(0x9048, 0x1000, ("rcx",), access=True)]
     pcs = [abi.PcMapEntry(0x9000, 0x1000, abi.PcKind.SITE), abi.PcMapEntry(0x9020, 0x1001, abi.PcKind.REPLAY),
            abi.PcMapEntry(0x9030, 0x1005, abi.PcKind.BACK)]
     blob = (abi.SITE_TABLE_HEADER.pack(abi.SITE_TABLE_MAGIC, 1, len(points), len(pcs)) + site
             + b"".join(p.pack() for p in points) + b"".join(e.pack() for e in reversed(pcs)))
     assert abi.site_table_size(blob) == len(blob)
     table = abi.parse_site_table(blob)
-    assert table.hypercalls == {0x9010: 0x1000, 0x9040: 0x1000}
-    assert table.unwind == {0x9010: ("rax", "rbx"), 0x9040: ()}
+    assert table.hypercalls == {0x9010: 0x1000, 0x9040: 0x1000, 0x9050: 0x1000}   # not the access point
+    assert table.unwind == {0x9010: ("rax", "rbx"), 0x9040: (), 0x9050: ()}      # what is on the stack
+    assert table.points == {p.va: p for p in points}
     assert table.pc_map == tuple(pcs)                       # sorted by trampoline address
     assert abi.unwind_index("ecx") == abi.unwind_index("rcx") == 1
     with pytest.raises(AbiError):
@@ -157,3 +160,20 @@ def test_site_table_round_trips_unwind_records_and_pc_map() -> None:
     bad[-4] = 9                                             # unknown pc-map kind
     with pytest.raises(MalformedNote):
         abi.parse_site_table(bytes(bad))
+
+
+def test_string_io_flags_carry_address_size_and_segment() -> None:
+    for bits in (16, 32, 64):
+        for seg in abi.SREG_SHADOW_ORDER:
+            assert abi.unpack_string_flags(abi.pack_string_flags(bits, seg)) == (bits, seg)
+    assert abi.pack_string_flags(32, "es") == abi.STRING_ADDR32              # ins in 32-bit code
+    with pytest.raises(AbiError):
+        abi.pack_string_flags(8, "ds")
+    for bad in (1, abi.STRING_ADDR32 | abi.STRING_ADDR16, 6 << abi.STRING_SEGMENT_SHIFT):
+        with pytest.raises(AbiError):
+            abi.unpack_string_flags(bad)
+
+
+def test_save_area_holds_every_unwind_register() -> None:
+    field = next(f for f in abi.SHARED_PAGE_FIELDS if f.offset is abi.SharedOffset.SAVE_AREA)
+    assert field.size == 8 * len(abi.UNWIND_REGISTERS)
