@@ -16,7 +16,8 @@ class BlockCounter:
         self.ram = ram
         self.count = 0
         self.limit: int | None = None          # stop the engine once the count passes this
-        self._cache: dict[tuple[int, int, int], int] = {}
+        self._cache: dict[tuple[int, int, int], int] = {}         # (address, size, code bits) -> instructions
+        self._seen: dict[tuple[int, int, int, int], int] = {}     # (address, size, CS, CR0.PE) -> instructions
         self._decoders = {bits: Cs(CS_ARCH_X86, mode) for bits, mode in
                           ((16, CS_MODE_16), (32, CS_MODE_32), (64, CS_MODE_64))}
 
@@ -32,6 +33,18 @@ class BlockCounter:
         return 32 if self.cpu.protected_mode() else 16
 
     def on_block(self, uc, address: int, size: int, _ud) -> None:
+        # The code mode decides the decoding, but finding it (EFER, the GDT) costs ~20 us: blocks are
+        # known by CS and CR0.PE as well, and only a new one has its mode looked up and is decoded.
+        fast = self.cpu._fast_read
+        seen = (address, size, fast(X.UC_X86_REG_CS), fast(X.UC_X86_REG_CR0) & 1)
+        n = self._seen.get(seen)
+        if n is None:
+            n = self._seen[seen] = self._decoded(address, size)
+        self.count += n
+        if self.limit is not None and self.count > self.limit:
+            uc.emu_stop()
+
+    def _decoded(self, address: int, size: int) -> int:
         bits = self._code_bits()
         key = (address, size, bits)
         n = self._cache.get(key)
@@ -42,6 +55,4 @@ class BlockCounter:
                 code = b""
             n = sum(1 for _ in self._decoders[bits].disasm_lite(code, address)) or 1
             self._cache[key] = n
-        self.count += n
-        if self.limit is not None and self.count > self.limit:
-            uc.emu_stop()
+        return n
