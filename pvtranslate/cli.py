@@ -1,4 +1,4 @@
-"""The `pvtranslate` command: `pvtranslate GUEST.elf [-o OUT] [--json REPORT] [--plan] [--mode-map ...]`."""
+"""The `pvtranslate` command: `pvtranslate GUEST.elf [-o OUT] [--json REPORT] [--plan] [--mode-map ...] [--verify]`."""
 from __future__ import annotations
 
 import argparse
@@ -6,12 +6,14 @@ import json
 import os
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 
 from . import PvTranslateError
 from .decode import ModeRange
-from .translate import TranslateOptions, translate
+from .translate import TranslateOptions, default_output, translate
 
+EXIT_DIVERGES = 1            # --verify: the translation does not behave as the original
 EXIT_BAD_INPUT = 2
 EXIT_INTERNAL = 70
 
@@ -37,6 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--plan", action="store_true", help="print the plan (site, class, tactic) and write nothing")
     ap.add_argument("--mode-map", action="append", type=parse_mode_range, default=[], metavar="START-END:BITS",
                     help="force the code mode of an address range (repeatable), e.g. 100000-100200:32")
+    ap.add_argument("--verify", action="store_true",
+                    help="then run the original (native, fullvirt) and the translation (pv) on the VMM, compare "
+                         "their canonical traces and print the verdict and measurements; exit status 1 if they "
+                         "diverge")
     return ap
 
 
@@ -54,8 +60,23 @@ def _write_json_atomically(path: Path, data: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    with warnings.catch_warnings():
+        # LIEF warns about every enum value it does not know (an OS-specific p_type): not the user's concern
+        warnings.filterwarnings("ignore", message=r".* is not a valid [A-Z_]+\.?$", category=RuntimeWarning)
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.plan and args.verify:
+        print("pvtranslate: error: --plan writes no translation, so there is nothing to --verify; drop one of them",
+              file=sys.stderr)
+        return EXIT_BAD_INPUT
     options = TranslateOptions(output=args.output, plan_only=args.plan, mode_map=tuple(args.mode_map),
                                progress=True)
+    unwritable = _unwritable_output(args)
+    if unwritable:
+        print(f"pvtranslate: error: {unwritable}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     try:
         result = translate(args.guest, options)
         if args.json:
@@ -84,7 +105,36 @@ def main(argv: list[str] | None = None) -> int:
     print("  by tactic: " + ", ".join(f"{k} {v}" for k, v in stats["by_tactic"].items() if v))
     print(f"  trap fallback: {100 * stats['trap_fallback_share']:.1f}%; size {stats['input_bytes']} -> "
           f"{stats['output_bytes']} bytes (+{stats['growth_bytes']})")
-    return 0
+    return _verify(args.guest, result) if args.verify else 0
+
+
+def _unwritable_output(args: argparse.Namespace) -> str | None:
+    """Why an output path (the translation, the --json report) cannot be written, checked before any work,
+    so that a failure never leaves the translation behind without its report; None if both can be."""
+    outputs = [Path(args.json)] if args.json else []
+    if args.output and not args.plan:
+        outputs.append(Path(args.output))
+    elif not args.plan and Path(args.guest).exists():      # a missing input is the loader's to report
+        outputs.append(default_output(args.guest))
+    for out in outputs:
+        if out.is_dir():
+            return f"{out}: is a directory; hint: give the output a file name"
+        if not out.absolute().parent.is_dir():
+            return f"{out}: directory {out.absolute().parent} does not exist; hint: create it first"
+    return None
+
+
+def _verify(guest: str, translation) -> int:
+    from vmm.errors import VmmError
+
+    from .verify import verify_translation     # the VMM (Unicorn) is imported only when asked for
+    try:
+        verdict = verify_translation(guest, translation.output_path, translation)
+    except VmmError as exc:
+        print(f"pvtranslate: error: --verify cannot run the guest: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(verdict.format())
+    return 0 if verdict.equivalent else EXIT_DIVERGES
 
 
 if __name__ == "__main__":

@@ -1,8 +1,10 @@
 """The loader: one guest ELF (i386 or x86-64) read with LIEF into a frozen ``Image`` record.
 
-The header, program headers and section headers are bounds-checked here with ``struct`` before LIEF
-sees the file, so malformed input fails with one of this module's errors (never a LIEF exception or a
-half-parsed ``None``). Nothing downstream imports LIEF for reading: the decoder takes an ``Image``.
+The header, program headers, section headers and notes are checked here with ``struct`` before LIEF
+sees the file, so malformed input fails with one of this module's errors (never a LIEF exception, a
+half-parsed ``None``, or a process LIEF's writer aborts later in the emitter): every offset and size
+stays in the file, entry sizes are the real ones, notes end inside their segment, and code sections
+are what their segment loads. Nothing downstream imports LIEF for reading: the decoder takes an ``Image``.
 """
 
 from __future__ import annotations
@@ -10,7 +12,9 @@ from __future__ import annotations
 import enum
 import io
 import os
+import stat
 import struct
+import warnings
 from dataclasses import dataclass
 from typing import NewType, Union
 
@@ -23,6 +27,8 @@ __all__ = [
     "NotX86Error",
     "TruncatedError",
     "OutOfBoundsError",
+    "NotExecutableError",
+    "MalformedElfError",
     "NoExecutableCodeError",
     "AlreadyTranslatedError",
     "ElfClass",
@@ -39,9 +45,16 @@ GuestVa = NewType("GuestVa", int)
 
 _EM_386 = 3
 _EM_X86_64 = 62
+_ET_EXEC = 2
+_ET_DYN = 3
 _PT_LOAD = 1
+_PT_INTERP = 3
+_PT_NOTE = 4
 _PF_X = 1
+_SHT_SYMTAB = 2
+_SHT_NOTE = 7
 _SHT_NOBITS = 8
+_SHT_DYNSYM = 11
 _SHF_ALLOC = 0x2
 _SHF_EXECINSTR = 0x4
 _XEN_ELFNOTE_PHYS32_ENTRY = 18
@@ -67,6 +80,14 @@ class TruncatedError(ImageError):
 
 class OutOfBoundsError(ImageError):
     """A section or segment claims bytes past the end of the file."""
+
+
+class NotExecutableError(ImageError):
+    """An ELF that is no executable: a relocatable object, a core dump (e_type not EXEC or DYN)."""
+
+
+class MalformedElfError(ImageError):
+    """Headers that contradict themselves: entry sizes, indexes, notes, sizes past the address space."""
 
 
 class NoExecutableCodeError(ImageError):
@@ -184,6 +205,10 @@ class _Header:
     shentsize: int
     shnum: int
 
+    @property
+    def bits(self) -> int:
+        return int(self.elf_class)
+
 
 def _parse_header(raw: bytes, where: str) -> _Header:
     if len(raw) < 4 or raw[:4] != b"\x7fELF":
@@ -203,44 +228,111 @@ def _parse_header(raw: bytes, where: str) -> _Header:
     if len(raw) < ehsize:
         raise TruncatedError(_hint(f"{where}: file ends inside the ELF header ({len(raw)} of {ehsize} bytes)",
                                    "the file is truncated; copy it again"))
-    (_type, machine, _ver, entry, phoff, shoff, _flags, _ehsize, phentsize, phnum,
-     shentsize, shnum, _shstrndx) = struct.unpack_from(fmt, raw, 16)
+    (e_type, machine, _ver, entry, phoff, shoff, _flags, _ehsize, phentsize, phnum,
+     shentsize, shnum, shstrndx) = struct.unpack_from(fmt, raw, 16)
     try:
         mach = Machine(machine)
     except ValueError:
         raise NotX86Error(_hint(f"{where}: ELF machine {machine} is not x86 (EM_386=3, EM_X86_64=62)",
                                 "pvtranslate translates i386 and x86-64 kernels only")) from None
+    if e_type not in (_ET_EXEC, _ET_DYN):
+        raise NotExecutableError(_hint(f"{where}: not an executable (e_type {e_type}; ET_EXEC=2, ET_DYN=3)",
+                                       "pass the linked kernel, not an object file or a core dump"))
+    if phnum == 0:
+        raise MalformedElfError(_hint(f"{where}: no program headers (e_phnum 0): nothing is loadable",
+                                      "pass the linked kernel image"))
+    for what, num, entsize, need in (("program", phnum, phentsize, 56 if is64 else 32),
+                                     ("section", shnum, shentsize, 64 if is64 else 40)):
+        if num and entsize != need:           # LIEF reads them `need` bytes apart whatever the header says
+            raise MalformedElfError(_hint(f"{where}: {what} header entries are {entsize} bytes, an "
+                                          f"{'ELF64' if is64 else 'ELF32'} one is {need}", "the file is corrupt"))
     for what, off, entsize, num in (("program", phoff, phentsize, phnum), ("section", shoff, shentsize, shnum)):
         if num and off + entsize * num > len(raw):
             raise TruncatedError(_hint(
                 f"{where}: the {what} header table ({num} x {entsize} bytes at offset {off:#x}) runs past "
                 f"the end of the file ({len(raw):#x} bytes)", "the file is truncated or corrupt; copy it again"))
+        if num and off < ehsize:
+            raise MalformedElfError(_hint(f"{where}: the {what} header table at offset {off:#x} overlaps the ELF "
+                                          "header", "the file is corrupt"))
+    if shnum and shstrndx >= shnum:
+        raise MalformedElfError(_hint(f"{where}: section name table index {shstrndx} is not below the section "
+                                      f"count {shnum}", "the file is corrupt (or uses extended section numbering)"))
     return _Header(ElfClass.ELF64 if is64 else ElfClass.ELF32, mach, entry, phoff, phentsize, phnum,
                    shoff, shentsize, shnum)
 
 
 def _check_bounds(raw: bytes, hdr: _Header, where: str) -> None:
+    """Every offset and size LIEF will follow stays in the file (LIEF may abort the process otherwise)."""
     is64 = hdr.elf_class is ElfClass.ELF64
+    top = 1 << hdr.bits
+    loads: list[tuple[int, int, int]] = []       # physical start, end, index of each PT_LOAD with memory
     for i in range(hdr.phnum):
         base = hdr.phoff + i * hdr.phentsize
         if is64:
-            p_type, _flags, off, _va, _pa, filesz = struct.unpack_from("<IIQQQQ", raw, base)
+            p_type, _flags, off, va, pa, filesz, memsz = struct.unpack_from("<IIQQQQQ", raw, base)
         else:
-            p_type, off, _va, _pa, filesz = struct.unpack_from("<IIIII", raw, base)
-        if filesz and off + filesz > len(raw):
+            p_type, off, va, pa, filesz, memsz = struct.unpack_from("<IIIIII", raw, base)
+        if off > len(raw) or off + filesz > len(raw):
             raise OutOfBoundsError(_hint(
                 f"{where}: segment #{i} (type {p_type:#x}) claims file bytes {off:#x}..{off + filesz:#x} "
                 f"beyond the end of the file ({len(raw):#x})", "the file is truncated or corrupt"))
+        if p_type == _PT_LOAD:
+            loads.append((pa, pa + memsz, i))
+            if filesz > memsz:
+                raise MalformedElfError(_hint(f"{where}: segment #{i} has more file bytes ({filesz:#x}) than memory "
+                                              f"bytes ({memsz:#x})", "the file is corrupt"))
+            if va + memsz > top or pa + memsz > top:
+                raise MalformedElfError(_hint(
+                    f"{where}: segment #{i} ({memsz:#x} bytes at virtual {va:#x}, physical {pa:#x}) runs past the "
+                    f"end of the {hdr.bits}-bit address space", "the file is corrupt"))
+        elif p_type == _PT_NOTE:
+            _check_notes(raw[off:off + filesz], f"{where}: segment #{i}")
+        elif p_type == _PT_INTERP:
+            raise NotExecutableError(_hint(f"{where}: segment #{i} names a program interpreter (PT_INTERP): this is "
+                                           "a dynamically linked program, not a kernel", "pass the kernel image"))
+    if not loads:
+        raise MalformedElfError(_hint(f"{where}: no loadable (PT_LOAD) segment", "pass the linked kernel image"))
+    loads = sorted(load for load in loads if load[1] > load[0])
+    for (start_a, end_a, a), (start_b, end_b, b) in zip(loads, loads[1:]):
+        if start_b < end_a:                        # the VMM and QEMU refuse such a kernel
+            raise MalformedElfError(_hint(
+                f"{where}: segments #{a} and #{b} overlap in physical memory ({start_a:#x}..{end_a:#x} and "
+                f"{start_b:#x}..{end_b:#x})", "the file is corrupt"))
     for i in range(hdr.shnum):
         base = hdr.shoff + i * hdr.shentsize
         if is64:
-            _name, sh_type, _flags, _addr, off, size = struct.unpack_from("<IIQQQQ", raw, base)
+            _name, sh_type, flags, addr, off, size, link, _info, _align, entsize = \
+                struct.unpack_from("<IIQQQQIIQQ", raw, base)
         else:
-            _name, sh_type, _flags, _addr, off, size = struct.unpack_from("<IIIIII", raw, base)
-        if sh_type != _SHT_NOBITS and sh_type != 0 and size and off + size > len(raw):
+            _name, sh_type, flags, addr, off, size, link, _info, _align, entsize = \
+                struct.unpack_from("<IIIIIIIIII", raw, base)
+        if sh_type != 0 and flags & _SHF_ALLOC and addr + size > top:
+            raise MalformedElfError(_hint(f"{where}: section #{i} ({size:#x} bytes at {addr:#x}) runs past the end "
+                                          f"of the {hdr.bits}-bit address space", "the file is corrupt"))
+        if sh_type == _SHT_NOBITS:                 # no file bytes (linkers put .bss's offset past the end)
+            continue
+        if off + size > len(raw):
             raise OutOfBoundsError(_hint(
                 f"{where}: section #{i} claims file bytes {off:#x}..{off + size:#x} beyond the end of the "
                 f"file ({len(raw):#x})", "the file is truncated or corrupt"))
+        if sh_type in (_SHT_SYMTAB, _SHT_DYNSYM) and (link >= hdr.shnum or entsize != (24 if is64 else 16)):
+            raise MalformedElfError(_hint(f"{where}: symbol table section #{i} has entry size {entsize} and string "
+                                          f"table #{link}", "the file is corrupt; strip the symbols if need be"))
+        if sh_type == _SHT_NOTE:
+            _check_notes(raw[off:off + size], f"{where}: section #{i}")
+
+
+def _check_notes(blob: bytes, where: str) -> None:
+    """The notes of one PT_NOTE segment or SHT_NOTE section end inside it (as ``vmm.elf`` requires)."""
+    off = 0
+    while off + 12 <= len(blob):
+        namesz, descsz, _type = struct.unpack_from("<III", blob, off)
+        desc_off = off + 12 + ((namesz + 3) & ~3)
+        if desc_off + descsz > len(blob):
+            raise MalformedElfError(_hint(f"{where}: an ELF note (name {namesz} bytes, descriptor {descsz} bytes at "
+                                          f"offset {off:#x}) runs past the end of its notes ({len(blob):#x} bytes)",
+                                          "the file is corrupt"))
+        off = desc_off + ((descsz + 3) & ~3)
 
 
 def _find_multiboot(raw: bytes) -> bool:
@@ -252,8 +344,8 @@ def _find_multiboot(raw: bytes) -> bool:
     return False
 
 
-def _symbol_type(sym) -> SymbolType:  # LIEF symbol
-    name = sym.type.name
+def _symbol_type(sym) -> SymbolType:  # LIEF symbol; an unknown st_type comes as a plain int
+    name = getattr(sym.type, "name", "")
     return {"FUNC": SymbolType.FUNC, "OBJECT": SymbolType.OBJECT, "NOTYPE": SymbolType.NOTYPE}.get(name, SymbolType.OTHER)
 
 
@@ -267,30 +359,42 @@ def load_image(source: Union[str, os.PathLike, bytes, bytearray], *, allow_trans
         raw, where = bytes(source), "<bytes>"
     else:
         where = os.fspath(source)
-        try:
-            with open(where, "rb") as fh:
-                raw = fh.read()
-        except OSError as exc:
-            raise ImageError(_hint(f"{where}: cannot read: {exc.strerror}", "check the path")) from exc
+        raw = _read_file(where)
     hdr = _parse_header(raw, where)
     _check_bounds(raw, hdr, where)
 
     import lief  # local: the VMM side of the project never pays for LIEF
 
     lief.logging.disable()
-    try:
-        binary = lief.ELF.parse(io.BytesIO(raw))
-    except Exception as exc:  # LIEF raises a zoo of types on corrupt input
-        raise ImageError(_hint(f"{where}: LIEF cannot parse the ELF: {exc}", "the file is corrupt")) from exc
-    if binary is None:
-        raise ImageError(_hint(f"{where}: LIEF cannot parse the ELF", "the file is corrupt or truncated"))
+    with warnings.catch_warnings():           # LIEF warns (RuntimeWarning) about unknown enum values
+        warnings.simplefilter("ignore")
+        try:
+            binary = lief.ELF.parse(io.BytesIO(raw))
+        except Exception as exc:  # LIEF raises a zoo of types on corrupt input
+            raise ImageError(_hint(f"{where}: LIEF cannot parse the ELF: {exc}", "the file is corrupt")) from exc
+        if binary is None:
+            raise ImageError(_hint(f"{where}: LIEF cannot parse the ELF", "the file is corrupt or truncated"))
 
+        try:
+            return _build(raw, hdr, binary, where, allow_translated)
+        except ImageError:
+            raise
+        except Exception as exc:
+            raise ImageError(_hint(f"{where}: unexpected ELF structure: {exc!r}", "report this input")) from exc
+
+
+def _read_file(where: str) -> bytes:
+    """The file's bytes; a directory or a device (``/dev/zero`` would never end) is refused first."""
     try:
-        return _build(raw, hdr, binary, where, allow_translated)
-    except ImageError:
-        raise
-    except Exception as exc:
-        raise ImageError(_hint(f"{where}: unexpected ELF structure: {exc!r}", "report this input")) from exc
+        mode = os.stat(where).st_mode
+        if stat.S_ISDIR(mode):
+            raise ImageError(_hint(f"{where}: cannot read: it is a directory", "pass the kernel ELF file"))
+        if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or stat.S_ISSOCK(mode):
+            raise ImageError(_hint(f"{where}: cannot read: not a regular file", "pass the kernel ELF file"))
+        with open(where, "rb") as fh:
+            return fh.read()
+    except OSError as exc:
+        raise ImageError(_hint(f"{where}: cannot read: {exc.strerror}", "check the path")) from exc
 
 
 def _virtual(binary, addr: int) -> int:
@@ -325,21 +429,33 @@ def _build(raw: bytes, hdr: _Header, binary, where: str, allow_translated: bool)
             f"{where}: already translated (it carries the {NOTE_NAME.decode()} PV note)",
             "translate the original kernel, not pvtranslate's output"))
 
+    loads = [(int(s.virtual_address), int(s.file_offset), int(s.physical_size)) for s in binary.segments
+             if int(s.type) == _PT_LOAD and s.physical_size]
     code: list[CodeRegion] = []
     data: list[DataRegion] = []
     for section in binary.sections:
         flags = int(section.flags)
-        if not flags & _SHF_ALLOC or int(section.type.value) == _SHT_NOBITS or section.size == 0:
+        if not flags & _SHF_ALLOC or int(section.type) == _SHT_NOBITS or section.size == 0:
             continue
-        off, size = int(section.file_offset), int(section.size)
+        off, size, va = int(section.file_offset), int(section.size), int(section.virtual_address)
+        loaded_at = next((seg_off + va - seg_va for seg_va, seg_off, seg_size in loads
+                          if seg_va <= va and va + size <= seg_va + seg_size), None)
+        if loaded_at is not None and loaded_at != off:
+            raise MalformedElfError(_hint(
+                f"{where}: section {section.name!r} at {va:#x} has its bytes at file offset {off:#x}, but the "
+                f"segment that loads {va:#x} takes them from {loaded_at:#x}", "the file is corrupt"))
         content = raw[off : off + size]
         if flags & _SHF_EXECINSTR:
-            code.append(CodeRegion(int(section.virtual_address), content, section.name, off))
-        else:
-            data.append(DataRegion(int(section.virtual_address), content, section.name))
+            if loaded_at is None:          # never loaded: nothing to translate, and no segment to patch
+                raise MalformedElfError(_hint(
+                    f"{where}: code section {section.name!r} ({va:#x}..{va + size:#x}) lies in no loadable "
+                    "segment's file bytes", "the file is corrupt"))
+            code.append(CodeRegion(va, content, section.name, off))
+        elif loaded_at is not None:        # a data section the loader does not load is not in memory
+            data.append(DataRegion(va, content, section.name))
     if not code and hdr.shnum == 0:  # no section headers: fall back to executable PT_LOADs
         for i, seg in enumerate(binary.segments):
-            if int(seg.type.value) == _PT_LOAD and int(seg.flags) & _PF_X and seg.physical_size:
+            if int(seg.type) == _PT_LOAD and int(seg.flags) & _PF_X and seg.physical_size:
                 off = int(seg.file_offset)
                 code.append(CodeRegion(int(seg.virtual_address), raw[off : off + int(seg.physical_size)],
                                        f"segment#{i}", off))

@@ -24,6 +24,11 @@ def _load(name: str, path: Path):
     return module
 
 
+def load_tool(name: str):
+    """A script under tools/ as a module (tools/ is not a package)."""
+    return _load(name, ROOT / "tools" / f"{name}.py")
+
+
 sample_build = _load("sample_build", SAMPLES / "build.py")
 sample_disk = _load("sample_disk", SAMPLES / "disk.py")
 KERNELS = sample_build.discover()

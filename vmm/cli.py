@@ -7,7 +7,7 @@ import logging
 import re
 import sys
 
-from .errors import VmmError
+from .errors import InternalError, VmmError
 from .loader import Module
 from .machine import MachineConfig
 from .modes import Mode
@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Prints the guest's COM1 output and exits with its isa-debug-exit status "
                                    "((v << 1) | 1, as QEMU). VMM errors exit with even statuses: 2 bad input, "
                                    "4 guest crash (triple fault, access outside RAM, unwakeable halt), "
-                                   "124 limit reached.")
+                                   "124 limit reached, 70 a VMM bug (reported, please send the guest).")
     r.add_argument("guest", help="guest kernel ELF")
     r.add_argument("--mode", choices=[m.value for m in Mode],
                    help="native: the reference machine; fullvirt: an exit at every sensitive instruction, found "
@@ -105,6 +105,10 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         print(f"vmm: error: {exc.filename or ''}: {exc.strerror}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except Exception as exc:              # a bug of ours: say so, without a traceback
+        print(f"vmm: internal error: {type(exc).__name__}: {exc} (a VMM bug; please report it with the guest)",
+              file=sys.stderr)
+        return InternalError.exit_status
     finally:
         if serial is not None:
             serial.close()

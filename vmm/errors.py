@@ -36,5 +36,11 @@ class LimitExceeded(GuestError):
     exit_status = 124
 
 
+class InternalError(VmmError):
+    """A VMM bug met while booting or running a guest: reported with this status, never as a traceback."""
+
+    exit_status = 70                        # EX_SOFTWARE, as pvtranslate's internal errors
+
+
 class GuestHalted(GuestError):
     """The guest halted with interrupts disabled and no event can ever wake it."""

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import enum
 import os
+import stat
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,28 +71,35 @@ def e820_map(ram_bytes: int) -> list[tuple[int, int, int]]:
     ]
 
 
-def load_kernel(path: str | Path, ram: GuestRam, cmdline: str = "", modules: tuple[Module, ...] = ()) -> BootRecord:
+def load_kernel(path: str | Path, ram: GuestRam, cmdline: str = "", modules: tuple[Module, ...] = (),
+                kernel_name: str | None = None, modules_at: int | None = None) -> BootRecord:
     path = str(path)
     try:
+        kind = stat.S_IFMT(os.stat(path).st_mode)
+        if kind in (stat.S_IFDIR, stat.S_IFCHR, stat.S_IFBLK, stat.S_IFSOCK):   # /dev/zero would never end
+            raise LoadError(f"{path}: cannot read the guest image (it is a "
+                            f"{'directory' if kind == stat.S_IFDIR else 'device or socket'}, not a file)")
         data = Path(path).read_bytes()
     except OSError as exc:
         raise LoadError(f"{path}: cannot read the guest image ({exc.strerror})") from exc
-    return load_image(data, path, ram, cmdline, modules)
+    return load_image(data, path, ram, cmdline, modules, kernel_name, modules_at)
 
 
 def load_image(data: bytes, path: str, ram: GuestRam, cmdline: str = "",
-               modules: tuple[Module, ...] = ()) -> BootRecord:
-    """Load an image already in memory (`path` names it in messages)."""
+               modules: tuple[Module, ...] = (), kernel_name: str | None = None,
+               modules_at: int | None = None) -> BootRecord:
+    """Load an image already in memory (`path` names it in messages; `kernel_name`, default `path`, in
+    the multiboot command line; modules go after the kernel, and at or above `modules_at` if given)."""
     image = parse_elf(data, path)
     mb_header = _find_multiboot_header(data)
     if mb_header is not None:
         if image.is64:
             raise LoadError(f"{path}: a multiboot v1 header in an ELF64 image; multiboot v1 loads ELF32 only "
                             "(as QEMU); remove the header and boot it through a PVH note instead")
-        return _load_multiboot(image, mb_header, ram, cmdline, modules)
+        return _load_multiboot(image, mb_header, ram, cmdline, modules, kernel_name or path, modules_at or 0)
     note = image.note("Xen", XEN_ELFNOTE_PHYS32_ENTRY)
     if note is not None:
-        return _load_pvh(image, note.desc, ram, cmdline, modules)
+        return _load_pvh(image, note.desc, ram, cmdline, modules, modules_at or 0)
     raise LoadError(f"{path}: no boot protocol found: neither a PVH note (Xen note type "
                     f"{XEN_ELFNOTE_PHYS32_ENTRY}) nor a multiboot v1 header in the first {MB1_SEARCH_BYTES} bytes")
 
@@ -104,7 +112,19 @@ def _find_multiboot_header(data: bytes) -> int | None:
     return None
 
 
+def _check_no_overlap(image: ElfImage) -> None:
+    """Segments may not share physical memory (QEMU refuses overlapping regions too): this also bounds the
+    loader's work by the RAM size, whatever the number of program headers."""
+    ordered = sorted(image.segments, key=lambda s: s.paddr)
+    for before, after in zip(ordered, ordered[1:]):
+        if after.paddr < before.paddr + before.mem_size:
+            raise LoadError(f"{image.path}: segments at physical {before.paddr:#x}-{before.paddr + before.mem_size:#x} "
+                            f"and {after.paddr:#x}-{after.paddr + after.mem_size:#x} overlap (QEMU refuses "
+                            "overlapping regions too); fix the program headers")
+
+
 def _load_segments(image: ElfImage, ram: GuestRam) -> int:
+    _check_no_overlap(image)
     end = 0
     for seg in image.segments:
         seg_end = seg.paddr + seg.mem_size
@@ -170,7 +190,7 @@ def _write_cstring(ram: GuestRam, pa: int, text: str, end_pa: int) -> int:
 
 
 def _load_multiboot(image: ElfImage, header_off: int, ram: GuestRam, cmdline: str,
-                    modules: tuple[Module, ...]) -> BootRecord:
+                    modules: tuple[Module, ...], kernel_name: str, modules_at: int = 0) -> BootRecord:
     flags = struct.unpack_from("<I", image.data, header_off + 4)[0]
     if flags & MB1_AOUT_KLUDGE:
         raise LoadError(f"{image.path}: multiboot a.out-kludge layout (flag bit 16) is not supported; "
@@ -179,10 +199,10 @@ def _load_multiboot(image: ElfImage, header_off: int, ram: GuestRam, cmdline: st
     entry_pa = _entry_physical(image)
     _check_entry(image, entry_pa)
     # QEMU passes "<kernel path> <append>" as the multiboot command line.
-    str_pa = _write_cstring(ram, layout.BOOT_CMDLINE_PA, f"{image.path} {cmdline}", layout.BOOT_MODLIST_PA)
+    str_pa = _write_cstring(ram, layout.BOOT_CMDLINE_PA, f"{kernel_name} {cmdline}", layout.BOOT_MODLIST_PA)
     loader_name_pa = str_pa
     str_pa = _write_cstring(ram, str_pa, "qemu", layout.BOOT_MODLIST_PA)
-    placed = _place_modules(modules, ram, end)
+    placed = _place_modules(modules, ram, max(end, modules_at))
     modlist = b""
     for mod_pa, size, mod in placed:
         mod_cmd_pa = str_pa
@@ -201,7 +221,8 @@ def _load_multiboot(image: ElfImage, header_off: int, ram: GuestRam, cmdline: st
                       layout.BOOT_INFO_PA)
 
 
-def _load_pvh(image: ElfImage, desc: bytes, ram: GuestRam, cmdline: str, modules: tuple[Module, ...]) -> BootRecord:
+def _load_pvh(image: ElfImage, desc: bytes, ram: GuestRam, cmdline: str, modules: tuple[Module, ...],
+              modules_at: int = 0) -> BootRecord:
     if len(desc) not in (4, 8):
         raise LoadError(f"{image.path}: PVH entry note has a {len(desc)}-byte value; expected 4 or 8")
     entry_pa = int.from_bytes(desc, "little")
@@ -211,7 +232,7 @@ def _load_pvh(image: ElfImage, desc: bytes, ram: GuestRam, cmdline: str, modules
     if cmdline:
         cmdline_pa = layout.BOOT_CMDLINE_PA
         _write_cstring(ram, cmdline_pa, cmdline, layout.BOOT_MODLIST_PA)
-    placed = _place_modules(modules, ram, end)
+    placed = _place_modules(modules, ram, max(end, modules_at))
     str_pa = layout.BOOT_MODLIST_PA + layout.MODLIST_BYTES
     modlist = b""
     for mod_pa, size, mod in placed:
