@@ -2,9 +2,9 @@
 
 The input is copied in chunks, never held whole in memory (a distribution kernel is tens of MB, and
 the translator's peak memory must stay within a few times the file size); the patches are written
-over the copy at their file offsets; the new segment's bytes, the PV note and a new program-header
-table (the old entries plus the two new ones) are appended, and the ELF header is pointed at that
-table. Sections and every byte outside the patches keep their offsets and contents. The result is
+over the copy at their file offsets; the new segment (its content, then a new program-header table:
+the old entries plus the two new ones) and the PV note are appended, and the ELF header is pointed at
+that table. Sections and every byte outside the patches keep their offsets and contents. The result is
 renamed into place only when complete.
 """
 from __future__ import annotations
@@ -14,6 +14,7 @@ import shutil
 import struct
 import tempfile
 from dataclasses import dataclass
+from typing import BinaryIO, Callable, Sequence
 
 from pvtranslate import PvTranslateError
 
@@ -64,22 +65,30 @@ _PH64 = struct.Struct("<IIQQQQQQ")   # type flags offset vaddr paddr filesz mems
 _PH32 = struct.Struct("<IIIIIIII")   # type offset vaddr paddr filesz memsz flags align
 
 
-def read_layout(path: str | os.PathLike) -> ElfLayout:
-    """The program headers of a little-endian ELF32/ELF64 file (already validated by image.py)."""
+def read_layout(path: str | os.PathLike | BinaryIO) -> ElfLayout:
+    """The program headers of a little-endian ELF32/ELF64 file (already validated by image.py), given
+    by path or as an open binary file."""
+    if not isinstance(path, (str, os.PathLike)):
+        return _read_layout(path, "the output")
     with open(path, "rb") as fh:
-        ident = fh.read(64)
-        is64 = ident[4] == 2
-        if is64:
-            phoff, = struct.unpack_from("<Q", ident, 0x20)
-            phentsize, phnum = struct.unpack_from("<HH", ident, 0x36)
-        else:
-            phoff, = struct.unpack_from("<I", ident, 0x1C)
-            phentsize, phnum = struct.unpack_from("<HH", ident, 0x2A)
-        fh.seek(phoff)
-        table = fh.read(phentsize * phnum)
+        return _read_layout(fh, os.fspath(path))
+
+
+def _read_layout(fh: BinaryIO, name: str) -> ElfLayout:
+    fh.seek(0)
+    ident = fh.read(64)
+    is64 = ident[4] == 2
+    if is64:
+        phoff, = struct.unpack_from("<Q", ident, 0x20)
+        phentsize, phnum = struct.unpack_from("<HH", ident, 0x36)
+    else:
+        phoff, = struct.unpack_from("<I", ident, 0x1C)
+        phentsize, phnum = struct.unpack_from("<HH", ident, 0x2A)
+    fh.seek(phoff)
+    table = fh.read(phentsize * phnum)
     fmt = _PH64 if is64 else _PH32
     if phentsize < fmt.size or len(table) != phentsize * phnum:
-        raise ElfWriteError(f"{path}: program-header table is truncated or has entries of {phentsize} bytes")
+        raise ElfWriteError(f"{name}: program-header table is truncated or has entries of {phentsize} bytes")
     headers = []
     for k in range(phnum):
         v = fmt.unpack_from(table, k * phentsize)
@@ -99,56 +108,70 @@ def _pack(layout: ElfLayout, h: ProgramHeader) -> bytes:
     return raw.ljust(layout.phentsize, b"\0")
 
 
-def write_translated(src: str | os.PathLike, dst: str | os.PathLike, layout: ElfLayout,
-                     patches: list[tuple[int, bytes]], segment_va: int, segment_pa: int, content: bytes,
-                     note: bytes) -> int:
-    """Write ``dst`` atomically: ``src`` with ``patches`` ((va, bytes)) and a new RWX PT_LOAD holding
-    ``content`` at ``segment_va``/``segment_pa`` plus a PT_NOTE holding ``note``. Returns its size."""
-    dst = os.fspath(dst)
+def render(src: str | os.PathLike, out: BinaryIO, layout: ElfLayout, patches: Sequence[tuple[int, bytes]],
+           segment_va: int, segment_pa: int, content: bytes, note: bytes) -> int:
+    """Write into ``out`` (seekable, empty): ``src`` with ``patches`` ((va, bytes)) applied, a new RWX
+    PT_LOAD holding ``content`` then the new program-header table at ``segment_va``/``segment_pa``, and
+    a PT_NOTE holding ``note``. Returns the output's size."""
     where = [(layout.file_offset(va, len(data)), data) for va, data in patches]
+    nheaders = len(layout.headers) + 2
+    if nheaders > 0xFFFF:
+        raise ElfWriteError("the input has too many program headers to add two")
+    with open(src, "rb") as inp:
+        shutil.copyfileobj(inp, out, _COPY_CHUNK)
+    for off, data in where:
+        out.seek(off)
+        out.write(data)
+    end = out.seek(0, os.SEEK_END)
+    seg_off = (end + PAGE - 1) // PAGE * PAGE + segment_va % PAGE
+    table_rel = (len(content) + 7) & ~7                 # the table is loaded too, for PT_PHDR's sake
+    table_size = layout.phentsize * nheaders
+    seg_size = segment_size(layout, len(content))
+    note_off = seg_off + seg_size
+    new = (ProgramHeader(PT_LOAD, PF_R | PF_W | PF_X, seg_off, segment_va, segment_pa, seg_size, seg_size, PAGE),
+           ProgramHeader(PT_NOTE, PF_R, note_off, 0, 0, len(note), len(note), 4))
+    headers = [h if h.type != PT_PHDR else
+               ProgramHeader(PT_PHDR, h.flags, seg_off + table_rel, segment_va + table_rel,
+                             segment_pa + table_rel, table_size, table_size, h.align)
+               for h in layout.headers]
+    table = b"".join(_pack(layout, h) for h in (*headers, *new))
+    segment = bytearray(seg_size)
+    segment[:len(content)] = content
+    segment[table_rel:table_rel + table_size] = table
+    out.seek(seg_off)
+    out.write(segment)
+    out.write(note)
+    size = out.tell()
+    if layout.is64:
+        out.seek(0x20)
+        out.write(struct.pack("<Q", seg_off + table_rel))
+        out.seek(0x38)
+    else:
+        out.seek(0x1C)
+        out.write(struct.pack("<I", seg_off + table_rel))
+        out.seek(0x2C)
+    out.write(struct.pack("<H", nheaders))
+    return size
+
+
+def segment_size(layout: ElfLayout, content_size: int) -> int:
+    """The size ``render`` gives the new PT_LOAD for ``content_size`` bytes of content."""
+    end = ((content_size + 7) & ~7) + layout.phentsize * (len(layout.headers) + 2)
+    return (end + PAGE - 1) & ~(PAGE - 1)
+
+
+def write_atomically(dst: str | os.PathLike, fill: Callable[[BinaryIO], object]) -> None:
+    """Create ``dst`` via a temporary file in its directory: ``fill`` writes it, then it is renamed into
+    place; on any error nothing is left behind."""
+    dst = os.fspath(dst)
     fd, tmp = tempfile.mkstemp(prefix=".pvtranslate-", suffix=".tmp", dir=os.path.dirname(os.path.abspath(dst)))
     try:
         with os.fdopen(fd, "w+b") as out:
-            with open(src, "rb") as inp:
-                shutil.copyfileobj(inp, out, _COPY_CHUNK)
-            for off, data in where:
-                out.seek(off)
-                out.write(data)
-            end = out.seek(0, os.SEEK_END)
-            seg_off = (end + PAGE - 1) // PAGE * PAGE + segment_va % PAGE
-            padded = content + bytes(-len(content) % PAGE)
-            note_off = seg_off + len(padded)
-            table_off = (note_off + len(note) + 7) & ~7
-            new = (ProgramHeader(PT_LOAD, PF_R | PF_W | PF_X, seg_off, segment_va, segment_pa, len(padded),
-                                 len(padded), PAGE),
-                   ProgramHeader(PT_NOTE, PF_R, note_off, 0, 0, len(note), len(note), 4))
-            headers = [h if h.type != PT_PHDR else
-                       ProgramHeader(PT_PHDR, h.flags, table_off, h.vaddr, h.paddr,
-                                     layout.phentsize * (len(layout.headers) + 2),
-                                     layout.phentsize * (len(layout.headers) + 2), h.align)
-                       for h in layout.headers]
-            if len(headers) + 2 > 0xFFFF:
-                raise ElfWriteError("too many program headers to add two")
-            out.seek(seg_off)
-            out.write(padded)
-            out.write(note)
-            out.write(bytes(table_off - (note_off + len(note))))
-            out.write(b"".join(_pack(layout, h) for h in (*headers, *new)))
-            size = out.tell()
-            if layout.is64:
-                out.seek(0x20)
-                out.write(struct.pack("<Q", table_off))
-                out.seek(0x38)
-            else:
-                out.seek(0x1C)
-                out.write(struct.pack("<I", table_off))
-                out.seek(0x2C)
-            out.write(struct.pack("<H", len(headers) + 2))
+            fill(out)
             out.flush()
             os.fsync(out.fileno())
         os.chmod(tmp, 0o755)
         os.replace(tmp, dst)
-        return size
     except BaseException:
         try:
             os.unlink(tmp)

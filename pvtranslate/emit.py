@@ -1,6 +1,8 @@
 """The emitter: turns a ``Plan`` into machine code, patches the input ELF and writes the output atomically.
 
-The only module that mutates LIEF objects or writes files. It never decides tactics: each
+The only module that writes files (through ``elfwrite``, which appends to a copy of the input: no
+ELF library rebuilds the file, so sections and every unpatched byte stay where they were, and a
+kernel of tens of MB is streamed, not held in memory). It never decides tactics: each
 ``PlannedSite`` is emitted as planned (TRAMPOLINE_JUMP, TRAP; IN_PLACE and PUNNED_JUMP are not
 planned for the samples and are refused with ``EmitError``).
 
@@ -11,6 +13,9 @@ Layout of the one new PT_LOAD (RWX, page aligned, placed after every existing lo
     +0x1000  IF-bit clear table (256 bytes: b -> b & ~2), used flag-free by pushf lowerings
     +0x1100  trampolines, 16-byte aligned, in plan order
     ...      site table (``SITE_TABLE_*`` layout below), then the hypercall-address table
+    ...      the output's program-header table (mapped, so a PT_PHDR entry stays true)
+
+A PT_NOTE with the PV note follows the segment in the file.
 
 Patches: ``jmp rel32`` (e9) to the trampoline; the remaining bytes of the patch range are ``int3``
 (cc), not ``nop``: nothing may jump into the range (the planner checked), so a stray jump there is a
@@ -35,7 +40,6 @@ import enum
 import io
 import os
 import struct
-import tempfile
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -43,7 +47,7 @@ import capstone
 import keystone
 from capstone import x86_const as X
 
-from pvtranslate import PvTranslateError
+from pvtranslate import PvTranslateError, elfwrite
 from pvtranslate.abi import (
     ABI_VERSION,
     HYPERCALL_INSN,
@@ -132,7 +136,6 @@ class SiteRecord:
 
 @dataclass(frozen=True)
 class EmitResult:
-    output: bytes
     area: TrampolineArea
     shared_page_va: int
     site_table_va: int
@@ -140,10 +143,24 @@ class EmitResult:
     note: bytes
     sites: tuple[SiteRecord, ...]
     input_size: int
+    output_path: str | os.PathLike | None = None  # where the output was written, if it was
+    kept: bytes | None = None                     # the output, when it was not written
+
+    @property
+    def output(self) -> bytes:
+        """The translated ELF's bytes (read back from ``output_path`` when it was written)."""
+        if self.kept is not None:
+            return self.kept
+        with open(self.output_path, "rb") as fh:
+            return fh.read()
+
+    @property
+    def output_size(self) -> int:
+        return len(self.kept) if self.kept is not None else os.path.getsize(self.output_path)
 
     @property
     def growth(self) -> int:
-        return len(self.output) - self.input_size
+        return self.output_size - self.input_size
 
 
 # --------------------------------------------------------------------------- encoding
@@ -811,37 +828,18 @@ def _site_table(records: Sequence[SiteRecord], plan: Plan) -> bytes:
 
 def emit(image_path: str | os.PathLike, plan: Plan, options: EmitOptions = EmitOptions()) -> EmitResult:
     """Encode ``plan`` into ``image_path``'s bytes; write ``options.output_path`` atomically if given."""
-    import lief
-
-    lief.logging.disable()
-    with open(image_path, "rb") as fh:
-        raw_in = fh.read()
-    binary = lief.ELF.parse(io.BytesIO(raw_in))
-    if binary is None:
-        raise EmitError(f"{image_path}: LIEF cannot parse the input")
-    loads = [s for s in binary.segments if s.type == lief.ELF.Segment.TYPE.LOAD]
+    try:
+        layout = elfwrite.read_layout(image_path)
+    except elfwrite.ElfWriteError as exc:
+        raise EmitError(str(exc)) from exc
+    loads = layout.loads
     if not loads:
         raise EmitError(f"{image_path}: no PT_LOAD segment")
     # The new segment follows the highest loaded one, so it takes that one's vaddr->paddr offset
     # (a kernel may link one segment elsewhere, e.g. Linux's per-CPU data at virtual address 0).
-    last = max(loads, key=lambda s: s.virtual_address + s.virtual_size)
-    pv_off = last.physical_address - last.virtual_address
-    originals = [(s.virtual_address, bytes(s.content)) for s in loads]
-    # Adding the note first lets LIEF relocate the program headers before we pick our address.
-    note_probe = pack_note(AbiDescriptor(ABI_VERSION, GuestVa(0), GuestVa(0), 0))
-    nseg = lief.ELF.Segment()
-    nseg.type = lief.ELF.Segment.TYPE.NOTE
-    nseg.flags = lief.ELF.Segment.FLAGS.R
-    nseg.alignment = 4
-    nseg.content = list(note_probe)
-    note_seg = binary.add(nseg)
-    note_seg.physical_size = note_seg.virtual_size = len(note_probe)
-    for s in binary.segments:
-        if s.type == lief.ELF.Segment.TYPE.LOAD and s.physical_address == s.virtual_address and pv_off:
-            s.physical_address = s.virtual_address + pv_off  # LIEF's own phdr segment
-    top = max(s.virtual_address + s.virtual_size for s in binary.segments
-              if s.type in (lief.ELF.Segment.TYPE.LOAD, lief.ELF.Segment.TYPE.NOTE))  # LIEF's note VA too
-    base_va = _page_up(top)
+    last = max(loads, key=lambda h: h.vaddr + h.memsz)
+    pv_off = last.paddr - last.vaddr
+    base_va = _page_up(max(h.vaddr + h.memsz for h in loads))
 
     tramp_blob, placed = _build_trampolines(plan, base_va, options.trampoline_align)
     records: list[SiteRecord] = []
@@ -867,79 +865,84 @@ def emit(image_path: str | os.PathLike, plan: Plan, options: EmitOptions = EmitO
     content = bytearray(_TRAMPOLINES_OFF + len(tramp_blob))
     content[_IF_TABLE_OFF:_IF_TABLE_OFF + 256] = bytes(b & ~2 for b in range(256))
     content[_TRAMPOLINES_OFF:] = tramp_blob
-    content = content.ljust(table_off, b"\0") + site_table
-    seg = lief.ELF.Segment()
-    seg.type = lief.ELF.Segment.TYPE.LOAD
-    seg.flags = lief.ELF.Segment.FLAGS.R | lief.ELF.Segment.FLAGS.W | lief.ELF.Segment.FLAGS.X
-    seg.alignment = PAGE
-    seg.content = list(bytes(content).ljust(_page_up(len(content)), b"\0"))
-    seg.virtual_address = base_va
-    new = binary.add(seg)
-    if new.virtual_address != base_va:
-        raise EmitError(f"LIEF placed the new segment at {new.virtual_address:#x}, not {base_va:#x}")
-    new.physical_address = base_va + pv_off
+    content = bytes(content.ljust(table_off, b"\0") + site_table)
     note = pack_note(AbiDescriptor(ABI_VERSION, GuestVa(base_va), GuestVa(site_table_va), len(records)))
-    note_seg.content = list(note)
+    _check_placement(layout, base_va, pv_off, elfwrite.segment_size(layout, len(content)))
 
-    # patches go into the original segments
-    for va, pb in patches:
-        binary.patch_address(va, list(pb))
-    with tempfile.TemporaryDirectory() as tmp:
-        p = os.path.join(tmp, "out.elf")
-        binary.write(p)
-        with open(p, "rb") as fh:
-            output = fh.read()
-    _verify(output, originals, patches, base_va, pv_off, len(content))
-    area = TrampolineArea(base_va + _TRAMPOLINES_OFF, len(tramp_blob), Where.NEW_SEGMENT, base_va + pv_off)
-    result = EmitResult(output=output, area=area, shared_page_va=base_va, site_table_va=site_table_va,
-                        site_table_size=len(site_table), note=note, sites=tuple(records), input_size=len(raw_in))
-    if options.output_path is not None:
-        write_atomically(options.output_path, output)
-    return result
-
-
-def _verify(output: bytes, originals, patches, base_va: int, pv_off: int, size: int) -> None:
-    import lief
-
-    out = lief.ELF.parse(io.BytesIO(output))
-    if out is None:
-        raise EmitError("the output does not re-parse with LIEF")
-    segs = {s.virtual_address: s for s in out.segments if s.type == lief.ELF.Segment.TYPE.LOAD}
-    patched = {}
-    for va, pb in patches:
-        for k, b in enumerate(pb):
-            patched[va + k] = b
-    for va, data in originals:
-        if va not in segs:
-            raise EmitError(f"original segment at {va:#x} vanished")
-        now = bytes(segs[va].content)
-        if len(now) != len(data):
-            raise EmitError(f"segment {va:#x} changed size")
-        expected = bytearray(data)
-        for a, b in patched.items():
-            if va <= a < va + len(data):
-                expected[a - va] = b
-        if now != bytes(expected):
-            raise EmitError(f"segment {va:#x}: bytes outside the patches changed")
-    if base_va not in segs or segs[base_va].physical_address != base_va + pv_off:
-        raise EmitError("the new segment is missing or has a wrong physical address")
-
-
-def write_atomically(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file in the same directory and ``os.replace``."""
-    path = os.fspath(path)
-    d = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".pvtranslate-", suffix=".tmp", dir=d)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o755)
-        os.replace(tmp, path)
-    except BaseException:
+    def fill(out) -> None:
         try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+            size = elfwrite.render(image_path, out, layout, patches, base_va, base_va + pv_off, content, note)
+        except elfwrite.ElfWriteError as exc:
+            raise EmitError(str(exc)) from exc
+        _verify(out, image_path, layout, patches, base_va, pv_off, size)
+
+    output = None
+    if options.output_path is not None:
+        elfwrite.write_atomically(options.output_path, fill)
+    else:
+        buf = io.BytesIO()
+        fill(buf)
+        output = buf.getvalue()
+    area = TrampolineArea(base_va + _TRAMPOLINES_OFF, len(tramp_blob), Where.NEW_SEGMENT, base_va + pv_off)
+    return EmitResult(area=area, shared_page_va=base_va, site_table_va=site_table_va,
+                      site_table_size=len(site_table), note=note, sites=tuple(records),
+                      input_size=os.path.getsize(image_path), output_path=options.output_path, kept=output)
+
+
+def _check_placement(layout: elfwrite.ElfLayout, base_va: int, pv_off: int, size: int) -> None:
+    """The new segment's virtual and physical ranges exist in the ELF's class."""
+    bits = 64 if layout.is64 else 32
+    if base_va + size > 1 << bits:
+        raise EmitError(f"no room for the new segment: the highest segment ends at {base_va:#x}, and "
+                        f"{size:#x} more bytes pass the {bits}-bit address space; hint: link the kernel lower")
+    if not 0 <= base_va + pv_off <= (1 << bits) - size:
+        raise EmitError(f"the new segment at {base_va:#x} would get physical address {base_va + pv_off:#x}, "
+                        f"outside the {bits}-bit address space (it follows the highest segment's offset "
+                        f"p_paddr - p_vaddr = {pv_off:#x}); hint: check that segment's p_paddr")
+
+
+_CHUNK = 1 << 20
+
+
+def _verify(out, src: str | os.PathLike, layout: elfwrite.ElfLayout, patches, base_va: int, pv_off: int,
+            size: int) -> None:
+    """The written output keeps every input byte outside the patches and the two header fields the
+    writer owns, keeps the input's program headers, and maps the new segment where planned."""
+    after = elfwrite.read_layout(out)
+    old = [h for h in layout.headers if h.type != elfwrite.PT_PHDR]
+    kept = [h for h in after.headers[:len(layout.headers)] if h.type != elfwrite.PT_PHDR]
+    new = after.headers[len(layout.headers):]
+    if kept != old:
+        raise EmitError("the output's program headers do not start with the input's")
+    if (len(new) != 2 or new[0].type != elfwrite.PT_LOAD or new[0].vaddr != base_va
+            or new[0].paddr != base_va + pv_off or new[1].type != elfwrite.PT_NOTE):
+        raise EmitError("the new segment is missing or has a wrong address")
+    owned = [(0x20, 8), (0x38, 2)] if layout.is64 else [(0x1C, 4), (0x2C, 2)]   # e_phoff, e_phnum
+    edits = sorted([(off, off + n) for off, n in owned]
+                   + [(off, off + len(pb)) for off, pb in
+                      ((layout.file_offset(va, len(pb)), pb) for va, pb in patches)])
+    input_size = os.path.getsize(src)
+    out.seek(0)
+    with open(src, "rb") as fh:
+        pos, k = 0, 0
+        while pos < input_size:
+            a = fh.read(_CHUNK)
+            b = out.read(len(a))
+            if len(b) != len(a):
+                raise EmitError("the output is shorter than the input")
+            if a != b:
+                b = bytearray(b)
+                while k < len(edits) and edits[k][1] <= pos:
+                    k += 1
+                j = k
+                while j < len(edits) and edits[j][0] < pos + len(a):
+                    lo, hi = max(edits[j][0], pos) - pos, min(edits[j][1], pos + len(a)) - pos
+                    b[lo:hi] = a[lo:hi]
+                    j += 1
+                if a != b:
+                    first = pos + next(i for i in range(len(a)) if a[i] != b[i])
+                    raise EmitError(f"the output differs from the input at file offset {first:#x}, "
+                                    "outside the patches")
+            pos += len(a)
+    if out.seek(0, os.SEEK_END) != size:
+        raise EmitError("the output's size is not what was written")

@@ -48,7 +48,7 @@ class Translation:
             "seconds": round(self.seconds, 3),
         }
         if self.emitted:
-            stats |= {"input_bytes": self.emitted.input_size, "output_bytes": len(self.emitted.output),
+            stats |= {"input_bytes": self.emitted.input_size, "output_bytes": self.emitted.output_size,
                       "growth_bytes": self.emitted.growth, "output": str(self.output_path)}
         return stats
 

@@ -38,12 +38,9 @@ DEFAULT_CASES = 300
 FULL_CASES = 1200
 SUBPROCESS_EVERY = 100
 
-# Problems found in code this suite does not own (pvtranslate/emit.py, vmm/pv.py): a batch whose only
+# Problems found in code this suite does not own (vmm/pv.py): a batch whose only
 # problems are these is an expected failure naming the fix needed; any other problem fails it.
 KNOWN = (
-    (re.compile(r"pvtranslate: exit 70: .*TypeError: \(\): incompatible function arguments", re.S),
-     "emit.py: a kernel whose highest segment has p_paddr < p_vaddr gives LIEF's program-header segment a "
-     "negative physical address (s.virtual_address + pv_off); refuse with an EmitError or place it"),
     (re.compile(r"vmm-output: exit 70 .*internal error .*ValueError: bytes must be in range", re.S),
      "vmm/pv.py: hypercall arguments that become instruction bytes (LOAD_SEGMENT sreg_index, WRITE_CR "
      "cr_index, WRITE_DR dr_index) are not range-checked; a guest-controlled value raises ValueError"),

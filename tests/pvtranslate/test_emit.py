@@ -275,14 +275,16 @@ class TestFailures:
         assert list(tmp_path.iterdir()) == []
 
     def test_failed_write_leaves_no_temp(self, tmp_path, monkeypatch) -> None:
-        import pvtranslate.emit as em
+        import pvtranslate.elfwrite as ew
 
         def bad_replace(*_a):
             raise OSError("disk full")
 
-        monkeypatch.setattr(em.os, "replace", bad_replace)
-        with pytest.raises(OSError):
-            em.write_atomically(tmp_path / "y.elf", b"data")
+        path = SAMPLES / "zoo" / "zoo64.elf"
+        the_plan = _plan_of(path)
+        monkeypatch.setattr(ew.os, "replace", bad_replace)
+        with pytest.raises(OSError, match="disk full"):
+            emit(path, the_plan, EmitOptions(output_path=tmp_path / "y.elf"))
         assert list(tmp_path.iterdir()) == []
 
     def test_keystone_error_names_site_and_text(self) -> None:
