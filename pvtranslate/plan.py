@@ -430,8 +430,9 @@ class _Ctx:
         return out
 
 
-def _try_trampoline(ctx: _Ctx, site: Site) -> tuple[tuple[Insn, ...], str]:
-    """The displaced instructions (possibly none), or ((), reason) when not possible (reason non-empty)."""
+def _try_trampoline(ctx: _Ctx, site: Site, through: int = 0) -> tuple[tuple[Insn, ...], str]:
+    """The displaced instructions (possibly none), or ((), reason) when not possible (reason non-empty).
+    ``through``: displace at least up to this address (the end of a later site joined on purpose)."""
     if not ctx.options.allow_trampolines:
         return (), "trampolines disabled"
     if site.bits == 16:
@@ -446,7 +447,7 @@ def _try_trampoline(ctx: _Ctx, site: Site) -> tuple[tuple[Insn, ...], str]:
     region = ctx.region_of(site.va)
     displaced: list[Insn] = []
     end = site.va + site.size
-    while end < site.va + JMP_REL32_SIZE:
+    while end < max(site.va + JMP_REL32_SIZE, through):
         i += 1
         if i >= len(ctx.insns) or ctx.insns[i].va != end:
             return (), "function or region end within 5 bytes (no contiguous instruction)"
@@ -458,7 +459,8 @@ def _try_trampoline(ctx: _Ctx, site: Site) -> tuple[tuple[Insn, ...], str]:
                 end = site.va + JMP_REL32_SIZE  # int3 padding after a jmp/ret: never run, overwritten
                 break
             return (), f"flow ends ({displaced[-1].mnemonic}) before 5 bytes"
-        joinable = nxt.va in ctx.site_by_va and ctx.site_by_va[nxt.va].entry.cls is not LoweringClass.EXCEPTION_RETURN
+        joinable = nxt.va in ctx.site_by_va and (ctx.site_by_va[nxt.va].entry.cls is not LoweringClass.EXCEPTION_RETURN
+                                                 or nxt.va + nxt.size == through)  # it ends the trampoline
         if _is_control(nxt) and not _relocatable_branch(nxt) and not joinable:
             return (), f"control transfer {nxt.mnemonic} within 5 bytes"
         displaced.append(nxt)
@@ -499,8 +501,6 @@ def _try_backward(ctx: _Ctx, site: Site) -> tuple[tuple[Insn, ...], str]:
     The trampoline replays them, then lowers the site, then jumps back to the site's end."""
     if not ctx.options.allow_trampolines or site.bits == 16:
         return (), "no backward displacement"
-    if site.entry.cls is LoweringClass.EXCEPTION_RETURN:
-        return (), "an exception return stays a trap"  # its hypercall would not restore the saves
     i = ctx.insn_index(site.va)
     if i is None:
         return (), "site is not a decoded instruction"
@@ -573,6 +573,21 @@ def _try_punned(ctx: _Ctx, site: Site) -> tuple[int | None, str]:
     return None, "no free range reachable by the punned rel32"
 
 
+def _stranded_after(ctx: _Ctx, end: int) -> int:
+    """The end of a short site just after a patch ending at ``end`` that no tactic could take once that
+    patch is planned (its own displacement fails, and backward it would need the patch's bytes), so
+    that the patch should run on through it; else 0."""
+    after = ctx.sites_in(end, end + JMP_REL32_SIZE)
+    if not after:
+        return 0
+    nxt = ctx.site_by_va[after[0]]
+    nxt_end = nxt.va + nxt.size
+    if nxt_end - end >= JMP_REL32_SIZE or _in_place_fits(lower(nxt), nxt.size):
+        return 0
+    _, why = _try_trampoline(ctx, nxt)
+    return nxt_end if why else 0
+
+
 def _group_sites(ctx: _Ctx, displaced: Sequence[Insn]) -> tuple[int, ...]:
     return tuple(d.va for d in displaced if d.va in ctx.site_by_va)
 
@@ -602,6 +617,11 @@ def plan(decoded: Decoded, options: PlanOptions = PlanOptions(),
             continue
         reasons.append("lowering longer than the site")
         displaced, why = _try_trampoline(ctx, site)
+        if not why and displaced and not _ends_flow(displaced[-1]):
+            through = _stranded_after(ctx, displaced[-1].va + displaced[-1].size)
+            longer, why_longer = _try_trampoline(ctx, site, through) if through else ((), "no")
+            if not why_longer:
+                displaced = longer
         if not why:
             end = displaced[-1].va + displaced[-1].size if displaced else site.va + site.size
             if displaced and _ends_flow(displaced[-1]) and end < site.va + JMP_REL32_SIZE:
@@ -644,6 +664,7 @@ def plan(decoded: Decoded, options: PlanOptions = PlanOptions(),
                                        displaced_before=disp_before, sequence=tuple(seq),
                                        reason="; ".join(reasons))
             continue
+        reasons.append(f"backward: {why_back}")
         target, why = _try_punned(ctx, site)
         if target is not None:
             out[site.va] = PlannedSite(**common, tactic=Tactic.PUNNED_JUMP,

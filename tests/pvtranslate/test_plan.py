@@ -190,6 +190,32 @@ def test_two_close_sites_are_planned_together():
     check_invariants(d, p)
 
 
+def test_patch_runs_on_through_a_site_it_would_strand():
+    """Linux's iret-to-self: the pushfq's trampoline would end right before the iretq, which could then
+    neither displace forward (it ends the flow) nor backward (the bytes before it are patched)."""
+    d = snippet("pushfq; mov eax, cs; push rax; push 0x40100b; iretq; nop; ret", targets=(11,))
+    p = plan(d)
+    lead, iret = at(p, BASE), at(p, BASE + 9)
+    assert lead.tactic is iret.tactic is Tactic.TRAMPOLINE_JUMP
+    assert (lead.patch.start_va, lead.patch.end_va) == (BASE, BASE + 11)
+    assert lead.joined == (BASE + 1, BASE + 9) and iret.joined_to == BASE and iret.patch is None
+    check_invariants(d, p)
+    # a port write between a jcc and its target: the in's patch takes the and and the out too
+    d = snippet("in eax, dx; test al, 0x10; je 0x401009; and eax, 0xffffffef; out dx, eax; test esi, esi; ret",
+                targets=(9,))
+    p = plan(d)
+    assert at(p, BASE).patch.end_va == BASE + 9 and at(p, BASE + 8).joined_to == BASE
+    check_invariants(d, p)
+
+
+def test_a_stranded_site_on_a_branch_target_is_not_joined():
+    d = snippet("in eax, dx; test al, 0x10; je 0x401009; and eax, 0xffffffef; out dx, eax; test esi, esi; ret",
+                targets=(8, 9))
+    p = plan(d)
+    assert at(p, BASE).patch.end_va == BASE + 5 and at(p, BASE + 8).tactic is Tactic.TRAP
+    check_invariants(d, p)
+
+
 def test_five_byte_site_needs_no_displacement():
     d = snippet("lgdt [rip + 0x1000]; ret")  # 7 bytes
     s = at(plan(d), BASE)
