@@ -167,7 +167,7 @@ def profile(path: Path, top: int, mode_map_sections: bool) -> None:
     try:
         with tempfile.TemporaryDirectory(dir=cache_dir()) as tmp:
             tr = tmod.translate(path, tmod.TranslateOptions(output=Path(tmp) / "out.pv.elf", mode_map=mode_map))
-        outcome = f"{tr.statistics()['instructions']:,} instructions, {tr.statistics()['sites']:,} sites"
+            outcome = f"{tr.statistics()['instructions']:,} instructions, {tr.statistics()['sites']:,} sites"
     except PvTranslateError as exc:
         outcome = f"FAILED in {list(times)[-1]}: {type(exc).__name__}: {exc}"
     finally:
