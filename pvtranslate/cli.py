@@ -16,6 +16,7 @@ from .translate import TranslateOptions, default_output, translate
 EXIT_DIVERGES = 1            # --verify: the translation does not behave as the original
 EXIT_BAD_INPUT = 2
 EXIT_INTERNAL = 70
+EXIT_BROKEN_PIPE = 141       # the reader of stdout left early (`| head`): as a process killed by SIGPIPE
 
 
 def parse_mode_range(text: str) -> ModeRange:
@@ -63,7 +64,12 @@ def main(argv: list[str] | None = None) -> int:
     with warnings.catch_warnings():
         # LIEF warns about every enum value it does not know (an OS-specific p_type): not the user's concern
         warnings.filterwarnings("ignore", message=r".* is not a valid [A-Z_]+\.?$", category=RuntimeWarning)
-        return _run(args)
+        try:
+            return _run(args)
+        except BrokenPipeError:
+            # files are already complete (written atomically); only the printout was cut short
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+            return EXIT_BROKEN_PIPE
 
 
 def _run(args: argparse.Namespace) -> int:

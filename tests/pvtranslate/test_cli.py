@@ -53,6 +53,22 @@ def test_default_output_name_and_plan_only(tmp_path):
     assert (tmp_path / "zoo64.pv.elf").exists()
 
 
+def test_reader_leaving_early_is_no_traceback(tmp_path):
+    """`pvtranslate --plan | head -1`: the plan printout is cut short, quietly, with SIGPIPE's status."""
+    import fcntl
+
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    read_end, write_end = os.pipe()
+    fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, 4096)       # far less than the zoo's plan: the writer must wait
+    proc = subprocess.Popen([sys.executable, "-m", "pvtranslate", str(ZOO64), "--plan"], stdout=write_end,
+                            stderr=subprocess.PIPE, cwd=tmp_path, env=env)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as reader:
+        assert b"site" in reader.readline()
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141 and stderr == ""
+
+
 @pytest.mark.parametrize("name, data, message", [
     ("text.elf", b"not an elf at all\n", "not an ELF"),
     ("trunc.elf", ZOO64.read_bytes()[:100], "truncated"),
