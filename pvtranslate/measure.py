@@ -149,7 +149,7 @@ def _timed(image: Path, mode: str, timeout_s: float | None) -> Figures | None:
     """One untraced run in a fresh process, timed around `run` alone; None if stopped at ``timeout_s``.
 
     The limit is the parent's: ``Limits.timeout_s`` would make Unicorn start a watchdog thread at every
-    emulation slice, a cost that falls on pv, whose every hypercall ends a slice."""
+    emulation slice (~0.2 ms), a cost that falls on the modes whose exits end slices more often."""
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     try:
         proc = subprocess.run([sys.executable, "-m", "pvtranslate.measure", str(image), mode], capture_output=True,

@@ -5,8 +5,8 @@ exits by class, exits per 1000 instructions, translation cost; a Markdown table,
 Usage: tools/measure.py [--short] [--runs N] [--timeout S] [--repeat-below S] [--workloads a,b]
                         [--modes native,fullvirt,pv] [--no-count] [--json OUT] [--plot OUT.png]
 
-The full-size workloads take tens of minutes (pv's hypercalls leave the engine each time); --short
-times the `_short` builds instead (a smoke test). See pvtranslate/measure.py for what is measured.
+The full-size workloads take about half an hour (fullvirt's dense runs and every mode's port-I/O runs
+take minutes each); --short times the `_short` builds instead (a smoke test). See pvtranslate/measure.py for what is measured.
 """
 from __future__ import annotations
 

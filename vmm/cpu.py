@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import os
 import struct
+import sys
 from dataclasses import dataclass
 
 from unicorn import UC_ARCH_X86, UC_HOOK_INTR, UC_MODE_32, UC_MODE_64, Uc
@@ -17,6 +19,10 @@ _uc_reg_read = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_int, cty
     ctypes.cast(uclib.uc_reg_read, ctypes.c_void_p).value)
 _uc_reg_write = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p)(
     ctypes.cast(uclib.uc_reg_write, ctypes.c_void_p).value)
+_uc_context_save = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)(
+    ctypes.cast(uclib.uc_context_save, ctypes.c_void_p).value)
+_uc_context_restore = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)(
+    ctypes.cast(uclib.uc_context_restore, ctypes.c_void_p).value)
 from .memory import PagingState
 
 CR0_PE = 1 << 0
@@ -117,6 +123,135 @@ def segment_layout() -> SegmentLayout:
     if (es_selector, es_limit, hflags & (HF_CPL_MASK | HF_CS32)) != (0x08, 0xAB, HF_CS32):
         raise VmmError("this Unicorn build's CPU state layout is not recognised (install unicorn==2.1.4)")
     return layout
+
+
+@dataclass(frozen=True)
+class RegisterLayout:
+    """Byte offsets, inside a context blob, of the 16 general registers (hardware order) and RIP."""
+
+    gpr: int
+    rip: int
+
+
+@functools.cache
+def register_layout() -> RegisterLayout:
+    """Find the registers by experiment: write telltale values and look for them in a context blob."""
+    uc = open_engine()
+    names = ("RAX", "RCX", "RDX", "RBX", "RSP", "RBP", "RSI", "RDI") + tuple(f"R{n}" for n in range(8, 16))
+    for n, name in enumerate(names):
+        uc.reg_write(getattr(X, "UC_X86_REG_" + name), 0x5EED_0000_0000_0000 + n)
+    uc.reg_write(X.UC_X86_REG_RIP, 0x5EED_0000_0000_00AA)
+    blob = _context_bytes(uc)
+    hits = [o for o in range(0, len(blob) - 7, 8) if struct.unpack_from("<Q", blob, o)[0] == 0x5EED_0000_0000_0000]
+    if len(hits) != 1:
+        raise VmmError("this Unicorn build's register layout is not recognised (install unicorn==2.1.4)")
+    gpr = hits[0]
+    values = struct.unpack_from("<17Q", blob, gpr)
+    if values != tuple(0x5EED_0000_0000_0000 + n for n in range(16)) + (0x5EED_0000_0000_00AA,):
+        raise VmmError("this Unicorn build's register layout is not recognised (install unicorn==2.1.4)")
+    return RegisterLayout(gpr=gpr, rip=gpr + 16 * 8)
+
+
+_LIVE_HINTS: list[tuple[int, int]] = []     # (offset in uc_struct of a pointer, distance to the registers)
+
+
+def live_registers(uc: Uc) -> int | None:
+    """The address of the engine's own general registers (QEMU's ``env->regs``) in this process, or None.
+
+    Found by experiment (Linux): telltale values in the registers, looked for behind the pointers the
+    engine's uc_struct holds (read through /proc/self/mem, so a stale pointer cannot crash the VMM), and
+    confirmed by writing registers both ways and by the blob layout around them. The registers are
+    left as they were."""
+    if not sys.platform.startswith("linux"):
+        return None
+    names = ("RAX", "RCX", "RDX", "RBX", "RSP", "RBP", "RSI", "RDI") + tuple(f"R{n}" for n in range(8, 16))
+    regs = [getattr(X, "UC_X86_REG_" + n) for n in names]
+    try:
+        fd = os.open("/proc/self/mem", os.O_RDONLY)
+    except OSError:
+        return None
+    before = [uc.reg_read(r) for r in regs] + [uc.reg_read(X.UC_X86_REG_RIP)]
+    values = [int.from_bytes(os.urandom(8), "little") | 1 for _ in regs]
+    for reg, value in zip(regs, values):
+        uc.reg_write(reg, value)
+    pattern = struct.pack("<16Q", *values)
+
+    def read(addr: int, n: int) -> bytes:
+        try:
+            return os.pread(fd, n, addr)
+        except (OSError, OverflowError, ValueError):
+            return b""
+
+    def pointer(addr: int) -> int:
+        raw = read(addr, 8)
+        return struct.unpack("<Q", raw)[0] if len(raw) == 8 else 0
+
+    try:
+        base = uc._uch.value
+        for off, delta in list(_LIVE_HINTS):
+            target = pointer(base + off) + delta
+            if read(target, len(pattern)) == pattern and _confirm_live(uc, target):
+                return target
+        head = read(base, 0x10000)
+        for off in range(0, len(head) - 7, 8):
+            p = struct.unpack_from("<Q", head, off)[0]
+            if not 0x10000 <= p < 1 << 47:
+                continue
+            k = read(p, 1 << 17).find(pattern)
+            if k >= 0 and k % 8 == 0 and _confirm_live(uc, p + k):
+                _LIVE_HINTS.append((off, k))
+                return p + k
+        return None
+    finally:
+        os.close(fd)
+        for reg, value in zip(regs + [X.UC_X86_REG_RIP], before):
+            uc.reg_write(reg, value)
+
+
+def _confirm_live(uc: Uc, addr: int) -> bool:
+    """Whether ``addr`` holds the engine's registers: they follow writes both ways, and the CPU state after
+    them is laid out as in a context blob up to the hidden flags."""
+    cells = (ctypes.c_uint64 * 17).from_address(addr)
+    for _ in range(3):                         # read-only until the engine's own write shows up here
+        mark = int.from_bytes(os.urandom(8), "little")
+        uc.reg_write(X.UC_X86_REG_RAX, mark)
+        if cells[0] != mark:
+            return False
+        cells[1] = mark ^ 0x5A5A
+        if uc.reg_read(X.UC_X86_REG_RCX) != mark ^ 0x5A5A:
+            return False
+    uc.reg_write(X.UC_X86_REG_RIP, 0x1234_5678)
+    if cells[16] != 0x1234_5678:
+        return False
+    regs, seg = register_layout(), segment_layout()
+    blob = _context_bytes(uc)
+    span = seg.hflags + 4 - regs.gpr
+    return ctypes.string_at(addr, span) == blob[regs.gpr:regs.gpr + span]
+
+
+class CpuView:
+    """The general registers, RIP and hidden flags as ctypes cells, for the hottest exits.
+
+    Live when the engine's own CPU state can be found (``live_registers``): a read or write is then a
+    memory access, with nothing to load or store. Otherwise the cells are in a context blob: ``load``
+    (one engine call, ~0.3 us) copies the CPU in, ``store`` (another) copies it back; store only what
+    was loaded in the same hook, with nothing changing the CPU through the engine in between (the blob
+    holds the whole CPU and Unicorn's longjmp buffer of the running emu_start). Either way, use the
+    cells only where the engine is not executing guest code: in a hook's callback or between slices."""
+
+    def __init__(self, uc: Uc) -> None:
+        self._handle = uc._uch.value
+        self._ctx = uc.context_save()          # owns the blob (freed with it)
+        regs, seg = register_layout(), segment_layout()
+        live = live_registers(uc)
+        self.live = live is not None
+        base = live - regs.gpr if live is not None else self._ctx.context.value
+        self.gpr = (ctypes.c_uint64 * 16).from_address(base + regs.gpr)     # rax, rcx, ... r15
+        self.rip_cell = ctypes.c_uint64.from_address(base + regs.rip)
+        self.hflags_cell = ctypes.c_uint32.from_address(base + seg.hflags)  # CPL in bits 0-1, HF_CS32, HF_CS64
+        addr = self._ctx.context.value
+        self.load = None if self.live else (lambda: _uc_context_save(self._handle, addr))
+        self.store = None if self.live else (lambda: _uc_context_restore(self._handle, addr))
 
 
 def _descriptor(base: int, limit: int, access: int, flags: int) -> bytes:

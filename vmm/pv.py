@@ -10,8 +10,14 @@ the shared page gets its magic and ABI version, and the vCPU is switched to pv m
   frame carries it) and the virtual IF is then taken back from EFLAGS (an interrupt gate clears it).
 - ``int 0x82`` at an address in the site table's hypercall list is a hypercall; any other
   ``int 0x82`` (or ``int3``) is the guest's own and goes through its IDT.
-- Hypercalls: port I/O goes through the vCPU's own IN/OUT exit handlers (same port bus, same clock
-  charge); HALT is the native ``hlt`` path. Privileged operations are carried out by Unicorn
+- Hypercalls: port and string I/O at CPL 0 are carried out inside the engine's interrupt hook, on the
+  registers in place (``_make_in_hook``), so they do not end the emulation slice; every other one
+  ends it and is handled from the vCPU loop (``deliver``). Port I/O goes through the vCPU's own IN/OUT
+  exit handlers (same port bus, same clock charge). String I/O moves at most STRING_CHUNK elements
+  per round and then goes on at its ``int 0x82`` with the registers advanced, as an interrupted
+  ``rep`` would: the run's limits are checked between rounds, and an interrupt is taken after the
+  last one, as the native machine takes it (vmm/vcpu.py: never inside a string instruction). HALT is
+  the native ``hlt`` path. Privileged operations are carried out by Unicorn
   itself: the VMM writes a native instruction (e.g. ``mov cr0, rsi``, ``mov ds, esi``, ``rdmsr``)
   over the 2-byte ``int 0x82`` it stopped at, single-steps it with the argument registers in
   place, and puts the ``int 0x82`` back; rdmsr/wrmsr first get vmm/cpufix.py's corrections.
@@ -29,8 +35,10 @@ the shared page gets its magic and ABI version, and the vCPU is switched to pv m
 from __future__ import annotations
 
 import bisect
+import ctypes
 import functools
 import struct
+from typing import Callable
 
 from unicorn import UC_HOOK_CODE
 from unicorn import x86_const as X
@@ -39,11 +47,14 @@ from pvtranslate import abi
 from pvtranslate.abi import (HYPERCALL_SPECS, REGISTERS_32, REGISTERS_64, SREG_SHADOW_ORDER, Hypercall,
                              SharedOffset)
 
-from .errors import GuestError, LoadError
+from .cpu import HF_CPL_MASK, HF_CS32, HF_CS64, CpuView
+from .errors import GuestError, LoadError, OutsideRam
 from .interrupts import DB, GP, PF, UD, Event, EventKind
-from .memory import LinearMemory, PageFault, translate
+from .memory import PAGE, LinearMemory, PageFault, translate
 
 CR4_DE = 1 << 3
+WRITABLE_CRS = frozenset({0, 2, 3, 4, 8})    # mov to crN; others are #UD, checked after CPL as QEMU does
+LOADABLE_SREGS = frozenset({0, 2, 3, 4, 5})   # es, ss, ds, fs, gs: mov to cs and sreg 6-7 are #UD
 EFLAGS_TF = 1 << 8
 EFLAGS_IF = 1 << 9
 EFLAGS_DF = 1 << 10
@@ -54,12 +65,29 @@ PORT_HYPERCALLS = {Hypercall.PORT_IN8: 1, Hypercall.PORT_IN16: 2, Hypercall.PORT
                    Hypercall.PORT_OUT8: 1, Hypercall.PORT_OUT16: 2, Hypercall.PORT_OUT32: 4}
 _RM = {"eax": 0, "ecx": 1, "edx": 2, "ebx": 3, "esp": 4, "ebp": 5, "esi": 6, "edi": 7,
        "rax": 0, "rcx": 1, "rdx": 2, "rbx": 3, "rsp": 4, "rbp": 5, "rsi": 6, "rdi": 7}
+STRING_CHUNK = 4096         # string I/O elements per hypercall round; the engine checks its limits between rounds
+_PORT_IN, _PORT_OUT, _STRING_IN, _STRING_OUT = range(4)
+# the hypercalls pv mode carries out in the interrupt hook: number -> (kind, port access size, name, the
+# bits of rax an `in` keeps)
+_FAST_CALLS = {int(h): (_PORT_IN if h.name.startswith("PORT_IN") else _PORT_OUT, size, h.name,
+                        ~NARROW_RESULTS.get(h, ~0) & ((1 << 64) - 1))
+               for h, size in PORT_HYPERCALLS.items()} | {
+    int(Hypercall.STRING_IN): (_STRING_IN, 0, Hypercall.STRING_IN.name, 0),
+    int(Hypercall.STRING_OUT): (_STRING_OUT, 0, Hypercall.STRING_OUT.name, 0)}
+# GPR indexes (hardware order, as a context blob and the unwind records have them) of each convention's arguments
+_ARG_INDEX = {bits: tuple(abi.unwind_index(r) for r in conv.arg_regs)
+              for bits, conv in ((64, REGISTERS_64), (32, REGISTERS_32))}
 _PREFIXES = frozenset((0x66, 0x67, 0xF2, 0xF3, 0x26, 0x2E, 0x36, 0x3E, 0x64, 0x65, 0xF0))
 
 
 @functools.cache
 def _reg(name: str) -> int:
     return getattr(X, "UC_X86_REG_" + name.upper())
+
+
+def _merge(old: int, value: int, bits: int) -> int:
+    """A register written by ``bits``-bit code: 32-bit code leaves the upper half as it was."""
+    return value & ((1 << 64) - 1) if bits == 64 else (old & ~0xFFFFFFFF) | (value & 0xFFFFFFFF)
 
 
 def descriptor(image) -> abi.AbiDescriptor | None:
@@ -78,11 +106,15 @@ def descriptor(image) -> abi.AbiDescriptor | None:
         raise LoadError(f"{image.path}: malformed PVTR note: {exc}; re-translate the guest") from None
 
 
-def _image_pa(image, va: int) -> int:
+def _image_pa(image, va: int, size: int = 1, what: str = "PV address") -> int:
+    """The guest-physical address of ``size`` bytes at ``va``, which must lie inside one loaded segment."""
     for seg in image.segments:
         if seg.vaddr <= va < seg.vaddr + seg.mem_size:
+            if va + size > seg.vaddr + seg.mem_size:
+                raise LoadError(f"{image.path}: cannot boot: the {what} at {va:#x} ({size} bytes) runs past the end "
+                                f"of its segment ({seg.vaddr + seg.mem_size:#x}); re-translate the guest")
             return seg.paddr + (va - seg.vaddr)
-    raise LoadError(f"{image.path}: PV address {va:#x} is in no loaded segment; re-translate the guest")
+    raise LoadError(f"{image.path}: cannot boot: {what} {va:#x} is in no loaded segment; re-translate the guest")
 
 
 class PvMode:
@@ -95,17 +127,26 @@ class PvMode:
         self.uc = machine.uc
         self.ram = machine.ram
         image = machine.record.image
-        table_pa = _image_pa(image, desc.site_table_va)
+        # the note's pointers and the table's own counts are the file's: checked against the segments
+        # before anything is read (a read outside RAM would look like a guest crash)
+        table_pa = _image_pa(image, desc.site_table_va, abi.SITE_TABLE_HEADER.size, "PV site table")
         try:
             size = abi.site_table_size(self.ram.read(table_pa, abi.SITE_TABLE_HEADER.size))
+            _image_pa(image, desc.site_table_va, size, "PV site table")
             self.table = abi.parse_site_table(self.ram.read(table_pa, size))
         except abi.AbiError as exc:
             raise LoadError(f"{image.path}: bad PV site table at {desc.site_table_va:#x}: {exc}") from None
+        except OutsideRam as exc:
+            raise LoadError(f"{image.path}: cannot boot: the PV site table at {desc.site_table_va:#x} is outside "
+                            f"guest RAM ({exc}); re-translate the guest") from None
         if len(self.table.sites) != desc.site_count:
             raise LoadError(f"{image.path}: PV site table holds {len(self.table.sites)} sites, the note "
                             f"says {desc.site_count}; re-translate the guest")
         self.desc = desc
-        self.shared_pa = _image_pa(image, desc.shared_page_va)
+        self.shared_pa = _image_pa(image, desc.shared_page_va, abi.SHARED_PAGE_SIZE, "PV shared page")
+        if self.shared_pa + abi.SHARED_PAGE_SIZE > self.ram.size:
+            raise LoadError(f"{image.path}: cannot boot: the PV shared page at {desc.shared_page_va:#x} is outside "
+                            "guest RAM; re-translate the guest")
         # pc map: trampoline boundaries, and the original addresses strictly inside a patch (a guest
         # handed one of them in a fault frame resumes at the matching point of the trampoline)
         self._boundaries = {e.trampoline_va: e for e in self.table.pc_map}
@@ -121,6 +162,9 @@ class PvMode:
         self._vif_pa = self.shared_pa + SharedOffset.VIRTUAL_IF
         self._pending_pa = self.shared_pa + SharedOffset.EVENTS_PENDING
         self._events_pending = None
+        self._save_area_pa = self.shared_pa + SharedOffset.SAVE_AREA
+        self.resuming: int | None = None        # a string I/O hypercall's int 0x82, to go on there
+        self._resumed = False
         self._ctx = None
         self._unwound = False                    # the current hypercall's trampoline has been undone
         page = bytearray(abi.SHARED_PAGE_SIZE)
@@ -138,6 +182,12 @@ class PvMode:
         self._window_starts = [start for start, _end in windows]
         self._window_ends = [end for _start, end in windows]
         self.vcpu.interrupts_enabled = self.accepts_interrupts
+        # the int 0x82 of every lowering (not trap sites): the hypercalls in_hook may carry out
+        self._fast_points = {va: p for va, p in self.table.points.items()
+                             if not p.access and va in self.table.hypercalls
+                             and (site := self.table.sites.get(self.table.hypercalls[va])) is not None
+                             and not (site.is_trap and site.site_va == va)}
+        self.vcpu.software_interrupt = self._make_in_hook()
 
     # --- shared page ---------------------------------------------------------------------------------
     def virtual_if(self) -> bool:
@@ -384,6 +434,118 @@ class PvMode:
             return value if any(0x48 <= b <= 0x4F for b in raw[:k]) else value & 0xFFFFFFFF
         return None
 
+    # --- hypercalls inside the engine's interrupt hook -------------------------------------------------
+    def _make_in_hook(self) -> Callable[[int, CpuView], bool]:
+        """The hot hypercalls, carried out in the engine's interrupt hook without ending the slice.
+
+        The returned ``in_hook(intno, view)`` (the vCPU's ``software_interrupt``) carries out port and
+        string I/O at CPL 0 on the registers of the vCPU's ``CpuView`` (the CPU as the hook found it),
+        and returns True. Anything else — another hypercall, a trap site, ring 3 (the I/O
+        permission check may fault), a string element that faults before any moved — returns False
+        before any side effect: the slice ends and ``deliver`` takes the full path. A closure over
+        what it touches: it runs once per port access of the guest."""
+        points = self._fast_points
+        # int 0x82 address -> (saved in the save area, GPR indexes of the registers set aside, the point)
+        plans = {va: (p.in_save_area, tuple(abi.unwind_index(n) for n in p.saved), p) for va, p in points.items()}
+        area = (ctypes.c_uint64 * len(abi.UNWIND_REGISTERS)).from_address(self.ram.host_address + self._save_area_pa)
+        vcpu = self.vcpu
+        counts = vcpu.hypercalls
+        arg_index = _ARG_INDEX
+        vector = abi.HYPERCALL_VECTOR
+        calls = _FAST_CALLS
+        low32 = ~0xFFFFFFFF
+
+        view = vcpu.cpu_view
+        gpr, rip_cell, hflags_cell, store = view.gpr, view.rip_cell, view.hflags_cell, view.store
+
+        def in_hook(intno: int, _view: CpuView) -> bool:
+            if intno != vector:
+                return False
+            hc_va = rip_cell.value - 2
+            plan = plans.get(hc_va)
+            hflags = hflags_cell.value
+            if plan is None or hflags & HF_CPL_MASK:
+                return False
+            call = calls.get(gpr[0] & 0xFFFFFFFF)
+            bits = 64 if hflags & HF_CS64 else 32 if hflags & HF_CS32 else 16
+            if call is None or bits == 16:
+                return False
+            kind, size, name, keep = call
+            if kind >= _STRING_IN:
+                return self._string_in_hook(kind == _STRING_IN, name, hc_va, plan[2], view, bits)
+            counts[name] += 1
+            args = arg_index[bits]
+            if kind == _PORT_IN:
+                value = vcpu.port_in(None, gpr[args[0]] & 0xFFFF, size, None) & ((1 << 8 * size) - 1)
+            else:
+                vcpu.port_out(None, gpr[args[0]] & 0xFFFF, size, gpr[args[1]] & ((1 << 8 * size) - 1), None)
+            in_save_area, saved, point = plan
+            if in_save_area and bits == 64:
+                for i in saved:
+                    gpr[i] = area[i]
+            elif in_save_area:
+                for i in saved:
+                    gpr[i] = (gpr[i] & low32) | (area[i] & 0xFFFFFFFF)
+            else:
+                self._restore_in_view(point, view, bits, ())
+            if kind == _PORT_IN:              # in al / ax: the low bytes; in eax: zero-extends in 64-bit code
+                gpr[0] = (gpr[0] & (keep if keep or bits == 64 else low32)) | value
+            if store is not None:
+                store()
+            return True
+        return in_hook
+
+    def _string_in_hook(self, inbound: bool, name: str, hc_va: int, point: abi.HypercallPoint, view: CpuView,
+                        bits: int) -> bool:
+        """STRING_IN / STRING_OUT in the interrupt hook (``_make_in_hook``): one round of elements."""
+        gpr = view.gpr
+        args = _ARG_INDEX[bits]
+        mask = (1 << bits) - 1
+        a = [gpr[i] & mask for i in args]             # port, element_size, count, buffer_va, flags
+        index, rcx, left, moved, fault = self._string_chunk(hc_va, bits, inbound, a[0], a[1], a[2], a[3], a[4],
+                                                            self.cpu.segment_base)
+        self.resuming = None
+        if fault is not None and not moved:
+            return False                              # the full path delivers the fault at the site
+        self.vcpu.hypercalls[name] += 1
+        vcpu = self.vcpu
+        if left and vcpu.exit_status is None and vcpu._hook_error is None:
+            # more to move (or a fault after some elements): the hypercall goes on at its int 0x82 with
+            # the progress made; the engine checks its stop requests (limits) before it runs again
+            gpr[args[3]] = _merge(gpr[args[3]], index, bits)
+            if rcx is not None:
+                gpr[args[2]] = _merge(gpr[args[2]], rcx, bits)
+            view.rip_cell.value = hc_va
+            self.resuming = hc_va
+        else:
+            outputs = {"rdi" if inbound else "rsi": index} | ({"rcx": rcx} if rcx is not None else {})
+            self._restore_in_view(point, view, bits, tuple(outputs))
+            for reg, value in outputs.items():
+                gpr[abi.unwind_index(reg)] = value
+        if view.store is not None:
+            view.store()
+        return True
+
+    def _restore_in_view(self, point: abi.HypercallPoint, view: CpuView, bits: int, keep: tuple[str, ...]) -> None:
+        """``_restore_saved`` on the registers of ``view``."""
+        gpr = view.gpr
+        word = 8 if bits == 64 else 4
+        if point.in_save_area:
+            area = self.ram.view[self._save_area_pa:self._save_area_pa + 8 * len(abi.UNWIND_REGISTERS)]
+            for name in point.saved:
+                if name not in keep:
+                    i = abi.unwind_index(name)
+                    gpr[i] = _merge(gpr[i], int.from_bytes(area[8 * i:8 * i + word], "little"), bits)
+            return
+        sp = gpr[4]
+        mem = LinearMemory(self.ram, self.cpu.paging())
+        values = [(name, mem.read(sp + word * k, word)) for k, name in enumerate(reversed(point.saved))]
+        gpr[4] = (sp + word * len(point.saved)) & ((1 << 64) - 1)
+        for name, raw in values:
+            if name not in keep:
+                i = abi.unwind_index(name)
+                gpr[i] = _merge(gpr[i], int.from_bytes(raw, "little"), bits)
+
     # --- hypercalls ------------------------------------------------------------------------------------
     def _hypercall(self, hc_va: int) -> None:
         bits = self.cpu.code_bits()
@@ -400,6 +562,8 @@ class PvMode:
         self.vcpu.hypercalls[h.name] += 1
         self._ctx = (hc_va, bits, conv)
         self._unwound = False
+        self._resumed = False                   # the hypercall goes on at its int 0x82 (string I/O)
+        self.resuming = None
         self._outputs: dict[str, int] = {}      # registers the instruction writes -> their values
         self._borrowed: dict[str, int] = {}     # registers a handler used -> the guest's values
         if h in PORT_HYPERCALLS:
@@ -408,7 +572,8 @@ class PvMode:
             handler = getattr(self, "_hc_" + h.name.lower(), self._by_original)
             results = handler(**args)
             self.sync_shadows()
-        self._finish(h, conv, results or ())
+        if not self._resumed:
+            self._finish(h, conv, results or ())
         if self.vcpu._hook_error is not None:
             exc, self.vcpu._hook_error = self.vcpu._hook_error, None
             raise exc
@@ -450,50 +615,108 @@ class PvMode:
         self.vcpu.port_out(None, port, size, args["value"] & ((1 << 8 * size) - 1), None)
         return None
 
-    def _string(self, inbound: bool, port: int, element_size: int, count: int, buffer_va: int, flags: int):
-        hc_va, bits, _conv = self._ctx
+    def _string_chunk(self, hc_va: int, bits: int, inbound: bool, port: int, element_size: int, count: int,
+                      buffer_va: int, flags: int, segment_base) -> tuple[int, int | None, int, int, PageFault | None]:
+        """Move up to STRING_CHUNK elements of a string I/O hypercall, page by page.
+
+        Returns the index register (rdi for ins, rsi for outs) and, for a rep form, the count register
+        after them, the elements left and moved, and the page fault that stopped the transfer (None).
+        An element faults before its port access (as QEMU's ``ins`` probes its destination first);
+        nothing here touches the CPU, so the caller decides how the registers are written."""
         site = self.table.sites[self.table.hypercalls[hc_va]]
         rep = any(b in (0xF2, 0xF3) for b in site.original[:4])
         try:
             address_bits, segment = abi.unpack_string_flags(flags)
         except abi.AbiError as exc:
             raise GuestError(f"string I/O hypercall at {hc_va:#x}: {exc}; re-translate the guest") from None
+        if element_size not in (1, 2, 4):
+            raise GuestError(f"string I/O hypercall at {hc_va:#x}: element size {element_size}; re-translate the guest")
         addr_mask = (1 << address_bits) - 1
         # 64-bit code adds only an fs/gs base; the linear address wraps at the mode's width
-        base = self.cpu.segment_base(segment) if bits != 64 or segment in ("fs", "gs") else 0
+        base = segment_base(segment) if bits != 64 or segment in ("fs", "gs") else 0
         linear_mask = (1 << 64) - 1 if bits == 64 else 0xFFFFFFFF
-        step = -element_size if self.cpu.eflags & EFLAGS_DF else element_size
-        mem = LinearMemory(self.ram, self.cpu.paging())
+        down = bool(self.cpu._fast_read(X.UC_X86_REG_EFLAGS) & EFLAGS_DF)
+        step = -element_size if down else element_size
         addr = buffer_va & addr_mask
         left = count & addr_mask if rep else 1
         port &= 0xFFFF
+        vcpu, ram, view = self.vcpu, self.ram, self.ram.view
+        port_in, port_out = vcpu.port_in, vcpu.port_out
+        value_mask = (1 << 8 * element_size) - 1
+        paging = self.cpu.paging()
+        budget = min(left, STRING_CHUNK)
+        moved = 0
         fault = None
-        while left:
+        while budget:
             linear = (base + addr) & linear_mask
+            offset = linear & (PAGE - 1)
             try:
-                if inbound:
-                    value = self.vcpu.port_in(None, port, element_size, None)
-                    mem.write(linear, (value & ((1 << 8 * element_size) - 1)).to_bytes(element_size, "little"))
-                else:
-                    data = mem.read(linear, element_size)
-                    self.vcpu.port_out(None, port, element_size, int.from_bytes(data, "little"), None)
+                pa = translate(ram, paging, linear, write=inbound)
+                if offset + element_size > PAGE:         # an element across two pages: alone, by LinearMemory
+                    translate(ram, paging, (linear + element_size - 1) & linear_mask, write=inbound)
+                    run = 0
+                else:                                    # a run of elements inside this page and the address size
+                    run = min(budget, (PAGE - offset) // element_size if not down else offset // element_size + 1,
+                              (addr_mask + 1 - addr) // element_size if not down else addr // element_size + 1)
             except PageFault as exc:
-                fault = self._page_fault(exc)
+                fault = exc
                 break
-            addr = (addr + step) & addr_mask
-            left -= 1
-            if self.vcpu.exit_status is not None or self.vcpu._hook_error is not None:
-                break
+            done = 0
+            if run == 0:
+                mem = LinearMemory(ram, paging)
+                if inbound:
+                    value = port_in(None, port, element_size, None) & value_mask
+                    mem.write(linear, value.to_bytes(element_size, "little"))
+                else:
+                    port_out(None, port, element_size, int.from_bytes(mem.read(linear, element_size), "little"), None)
+                done = 1
+            else:
+                last = pa + step * (run - 1)
+                if min(pa, last) < 0 or max(pa, last) + element_size > ram.size:
+                    raise OutsideRam(f"string I/O at {hc_va:#x}: guest-physical {pa:#x} is outside RAM")
+                while done < run:
+                    p = pa + step * done
+                    if inbound:
+                        value = port_in(None, port, element_size, None) & value_mask
+                        view[p:p + element_size] = value.to_bytes(element_size, "little")
+                    else:
+                        port_out(None, port, element_size, int.from_bytes(view[p:p + element_size], "little"), None)
+                    done += 1
+                    if vcpu.exit_status is not None or vcpu._hook_error is not None:
+                        break
+            addr = (addr + step * done) & addr_mask
+            left -= done
+            budget -= done
+            moved += done
+            if vcpu.exit_status is not None or vcpu._hook_error is not None:
+                budget = 0
         # only the address-size part of the index and count registers changes (a 32-bit one zero-extends)
         keep = ~addr_mask if address_bits == 16 else 0
-        self._outputs["rdi" if inbound else "rsi"] = (buffer_va & keep) | addr
-        if rep:
-            self._outputs["rcx"] = (count & keep) | left
+        return (buffer_va & keep) | addr, ((count & keep) | left) if rep else None, left, moved, fault
+
+    def _string(self, inbound: bool, port: int, element_size: int, count: int, buffer_va: int, flags: int):
+        hc_va, bits, conv = self._ctx
+        index, rcx, left, _moved, fault = self._string_chunk(hc_va, bits, inbound, port, element_size, count,
+                                                             buffer_va, flags, self.cpu.segment_base)
+        if left and fault is None and self.vcpu.exit_status is None and self.vcpu._hook_error is None:
+            # more to move: the hypercall goes on at its int 0x82 with the progress made, once the loop
+            # has checked the run's limits (an interrupt waits for the end, as natively: vmm/vcpu.py)
+            spec = HYPERCALL_SPECS[Hypercall.STRING_IN if inbound else Hypercall.STRING_OUT]
+            regs = dict(zip(spec.args, conv.arg_regs))
+            self.uc.reg_write(_reg(regs["buffer_va"]), index)
+            self.uc.reg_write(_reg(regs["count"]), rcx if rcx is not None else count)
+            self.cpu.pc = hc_va
+            self._resumed = True
+            self.resuming = hc_va
+            return
+        self._outputs["rdi" if inbound else "rsi"] = index
+        if rcx is not None:
+            self._outputs["rcx"] = rcx
         if fault is not None:
             self._unwind()                       # the guest's registers, then the progress made so far
             for reg, value in self._outputs.items():
                 self.uc.reg_write(_reg(reg), value)
-            self._deliver_guest(fault)
+            self._deliver_guest(self._page_fault(fault))
 
     def _hc_string_in(self, **a):
         self._string(True, **a)
@@ -523,6 +746,9 @@ class PvMode:
     def _hc_write_cr(self, cr_index: int, value: int):
         if not self._privileged():
             return
+        if cr_index not in WRITABLE_CRS:         # cr1, cr5-7, cr9-15 (and what no instruction encodes)
+            self._fault(Event(UD, EventKind.EXCEPTION))
+            return
         if cr_index == 8:
             self.machine.lapic.write(0x80, 4, (value << 4) & 0xFF)
             self.machine.interrupts.changed()
@@ -541,6 +767,9 @@ class PvMode:
 
     def _hc_write_dr(self, dr_index: int, value: int):
         if not self._privileged():
+            return
+        if dr_index > 7:                         # dr8-15 (and what no instruction encodes)
+            self._fault(Event(UD, EventKind.EXCEPTION))
             return
         if dr_index in (4, 5):
             if self.uc.reg_read(X.UC_X86_REG_CR4) & CR4_DE:
@@ -616,6 +845,9 @@ class PvMode:
         self._load_table(X.UC_X86_REG_IDTR, pseudo_descriptor_va, operand_size)
 
     def _hc_load_segment(self, sreg_index: int, selector: int):
+        if sreg_index not in LOADABLE_SREGS:     # mov to cs, and sreg 6-7 (and what no instruction encodes)
+            self._fault(Event(UD, EventKind.EXCEPTION))
+            return
         self._native(bytes((0x8E, 0xC0 | (sreg_index << 3) | self._rm(1))), {})
 
     def _hc_load_ldt(self, selector: int):

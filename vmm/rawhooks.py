@@ -27,10 +27,11 @@ def add_insn_hook(uc: Uc, insn: int, cfunc) -> int:
 
 
 CODE_CFUNC = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint32, ctypes.c_void_p)
+INTR_CFUNC = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint32, ctypes.c_void_p)
 
 
 def add_raw_hook(uc: Uc, htype: int, cfunc, begin: int = 1, end: int = 0) -> int:
-    """Add a hook of any kind without extra arguments (UC_HOOK_CODE ranged to [begin, end], EDGE_GENERATED)."""
+    """Add a hook of any kind without extra arguments (UC_HOOK_CODE ranged to [begin, end], EDGE_GENERATED, INTR)."""
     handle = ctypes.c_size_t()
     status = uclib.uc_hook_add(uc._uch, ctypes.byref(handle), htype, ctypes.cast(cfunc, ctypes.c_void_p),
                                None, ctypes.c_uint64(begin), ctypes.c_uint64(end))

@@ -14,12 +14,12 @@ from unicorn import x86_const as X
 
 from .bus import Bus
 from .clock import VirtualClock
-from .cpu import Cpu
+from .cpu import Cpu, CpuView
 from .errors import GuestError, GuestHalted, InternalError, LimitExceeded, OutsideRam, VmmError
 from .interrupts import DB, GP, PF, UD, VECTORS_WITH_ERROR_CODE, Event, EventKind, deliver
 from .insncount import BlockCounter
 from .memory import GuestRam, LinearMemory, PageFault, translate
-from .rawhooks import IN_CFUNC, OUT_CFUNC, add_insn_hook
+from .rawhooks import IN_CFUNC, INTR_CFUNC, OUT_CFUNC, add_insn_hook, add_raw_hook
 from .watchpoints import Watchpoints
 
 HLT_OPCODE = 0xF4
@@ -107,6 +107,12 @@ class Vcpu:
         self.pv = None                          # vmm.pv.PvMode in pv mode
         self.discovery = None                   # vmm.discover.Discovery in fullvirt, trap and pv modes
         self.hypercalls: Counter[str] = Counter()
+        # A software interrupt the mode carries out inside the engine's interrupt hook, without ending
+        # the slice (pv mode's hot hypercalls): called with the vector and the CPU's registers (cpu_view);
+        # True if it was handled there, False to end the slice and deliver it as an event. Set before
+        # the first run (the hook binds it then).
+        self.software_interrupt: Callable[[int, CpuView], bool] | None = None
+        self.cpu_view = CpuView(self.uc)
 
     def raise_fault(self, event: Event) -> None:
         """An exception the VMM raises on the guest's behalf, delivered when the slice stops."""
@@ -122,7 +128,7 @@ class Vcpu:
     # --- hooks ---------------------------------------------------------------------------------------
     def _install_hooks(self, count_instructions: bool) -> None:
         uc = self.uc
-        uc.hook_add(UC_HOOK_INTR, self._on_interrupt)
+        add_raw_hook(uc, UC_HOOK_INTR, INTR_CFUNC(self._make_interrupt_hook()))
         uc.hook_add(UC_HOOK_INSN_INVALID, self._on_invalid)
         on_in, on_out = self._make_port_hooks()
         add_insn_hook(uc, X.UC_X86_INS_IN, on_in)
@@ -136,10 +142,29 @@ class Vcpu:
             uc.hook_add(UC_HOOK_BLOCK, self._counter.on_block)
         self._hooks_installed = True
 
-    def _on_interrupt(self, uc, intno: int, _ud) -> None:
+    def _make_interrupt_hook(self) -> Callable[[object, int, object], None]:
+        """The UC_HOOK_INTR handler: a mode's ``software_interrupt`` first (a closure: this is the hot
+        path of pv mode's hypercalls), else the exception or INT n is recorded and the slice ends."""
+        uc, view, soft = self.uc, self.cpu_view, self.software_interrupt
+        load = view.load
+
+        def on_interrupt(_handle, intno: int, _ud) -> None:
+            try:
+                if soft is not None:
+                    if load is not None:
+                        load()
+                    if soft(intno, view):
+                        return                           # carried out in the hook: the slice goes on
+                self._interrupt_event(intno)
+            except BaseException as exc:        # never let an exception unwind through the C engine
+                self._hook_error = exc
+            uc.emu_stop()
+        return on_interrupt
+
+    def _interrupt_event(self, intno: int) -> None:
         error_code, is_int = self.cpu.pending_exception()
         if intno == PF:
-            self._fault_cr2 = uc.reg_read(X.UC_X86_REG_CR2)
+            self._fault_cr2 = self.uc.reg_read(X.UC_X86_REG_CR2)
         length = self._int_length(intno) if is_int else 0
         if is_int and not (intno == 1 and length == 1):    # INT1 (ICEBP) is a #DB trap: no DPL check
             self._event = Event(intno, EventKind.SOFTWARE, insn_len=length)
@@ -148,7 +173,6 @@ class Vcpu:
         else:
             self._event = Event(intno, EventKind.EXCEPTION,
                                 error_code if intno in VECTORS_WITH_ERROR_CODE else None)
-        uc.emu_stop()
 
     def _int_length(self, vector: int) -> int:
         """Length of the INT n / INT3 / INTO / INT1 instruction that ends just before RIP."""
@@ -340,7 +364,8 @@ class Vcpu:
                 raise LimitExceeded(f"time limit of {limits.timeout_s:g} s reached at {self._where()}")
             elif self._stopped_at_hlt():
                 self._halt()
-            self._take_interrupt()
+            if self.pv is None or self.pv.resuming is None:    # not inside an unfinished string I/O
+                self._take_interrupt()
         self._disarm_if_watch()
         if limits.max_instructions is not None:
             self.instructions = self._counter.count
