@@ -33,7 +33,8 @@ def parse_mode_range(text: str) -> ModeRange:
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="pvtranslate", description="Paravirtualize an x86 guest kernel ELF: "
-                                 "every sensitive instruction becomes a hypercall or a shared-page access.")
+                                 "every sensitive instruction becomes a hypercall or a shared-page access. "
+                                 "`pvtranslate fuzz --help`: the differential fuzz campaign.")
     ap.add_argument("guest", help="guest kernel ELF (i386 or x86-64)")
     ap.add_argument("-o", "--output", help="translated ELF (default: GUEST.pv.elf beside the input)")
     ap.add_argument("--json", metavar="REPORT", help="write every site and the statistics as JSON")
@@ -60,6 +61,10 @@ def _write_json_atomically(path: Path, data: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["fuzz"]:                  # `pvtranslate fuzz ...`: the fuzz campaign (a guest named fuzz: ./fuzz)
+        from .fuzz import main as fuzz_main
+        return fuzz_main(argv[1:])
     args = build_parser().parse_args(argv)
     with warnings.catch_warnings():
         # LIEF warns about every enum value it does not know (an OS-specific p_type): not the user's concern

@@ -36,7 +36,12 @@ rdtscp, rdpmc, sysexit in long mode) are generated and expected to raise #UD.
 Everything a fuzzer needs is public: ``variants_for(entry, bits)``, ``Context``, ``CaseSpec``,
 ``build_guest(cases, bits, seed)``, ``parse_console``; ``entry_guest(entry, bits)`` is the
 per-entry guest of tests/pvtranslate/test_generated_equivalence.py. ``python -m pvtranslate.guestgen
-ENTRY BITS --verbose`` writes one.
+ENTRY BITS --verbose`` writes one. The fuzzer (``pvtranslate.fuzzgen``) hangs its random code on a
+case with ``CaseSpec.weave`` (a ``Weave``: lines before and after the instruction, with the labels
+``@SITE`` and ``@POST`` and its own functions) and gives each case its own register seed
+(``CaseSpec.draw_seed``, so that dropping a case leaves the others' values alone); a guest with a
+weave also seeds and checksums ``FUZZ_BUF``, the woven code's memory. Guests without one are
+byte-identical to what they were before these hooks.
 """
 
 from __future__ import annotations
@@ -59,6 +64,7 @@ __all__ = [
     "GuestGenError",
     "Context",
     "Variant",
+    "Weave",
     "CaseSpec",
     "Case",
     "Guest",
@@ -110,6 +116,8 @@ BUF = DATA + 0x4800         # the data buffer: seeded, written by cases, checksu
 BUF_SIZE = 256
 MASKS = DATA + 0x5000       # per case, per register: AND mask applied before hashing
 MAX_CASES = 64
+FUZZ_BUF = DATA + 0x7000    # woven code's memory (guests with a Weave only): seeded, checksummed
+FUZZ_SIZE = 256
 STACK_TOP = DATA + 0xA000
 CASE_SP = STACK_TOP - 0x40  # every case starts here; the 64 bytes above are a seeded canary
 STACK_WINDOW = 256          # the checksum covers the stack from the instruction's sp if within this
@@ -178,10 +186,32 @@ class Variant:
 
 
 @dataclass(frozen=True)
+class Weave:
+    """Code woven around one case's sensitive instruction (the fuzzer's, ``pvtranslate.fuzzgen``).
+
+    Lines are asm for ``_Chunk.line``: ``{NAME}`` placeholders, ``!`` for a sensitive instruction,
+    ``{rip:ADDR}`` for a RIP-relative operand of any instruction. ``@name`` is a label local to the
+    case (``@name:`` on its own line defines it); the emitter defines ``@SITE`` (the sensitive
+    instruction) and ``@POST`` (the start of ``after``). ``before`` runs after the flags are set up
+    and the words the instruction pops are built, immediately before it (in the ``BRANCH`` context:
+    before the flags are set up); ``after`` right after the instruction completes (after the return
+    of a function context), before the capture. ``functions`` are ``(name, lines, sized)``, placed
+    after the main flow, a sized FUNC symbol when ``sized``. The weaver keeps the instruction's
+    preconditions: this module does not check them.
+    """
+
+    before: tuple[str, ...] = ()
+    after: tuple[str, ...] = ()
+    functions: tuple[tuple[str, tuple[str, ...], bool], ...] = ()
+
+
+@dataclass(frozen=True)
 class CaseSpec:
     entry: str
     variant: Variant
     context: Context
+    weave: Weave | None = None             # fuzzer code around the instruction
+    draw_seed: int | None = None           # registers and flags from their own seed (else the guest's stream)
 
 
 @dataclass(frozen=True)
@@ -210,6 +240,7 @@ class Guest:
     elf: bytes
     cases: tuple[Case, ...]
     sites: Mapping[int, str]               # every sensitive instruction placed: va -> catalog entry name
+    labels: Mapping[str, int] = field(default_factory=dict)   # every label of the code: name -> va
 
     def write(self, path) -> None:
         with open(path, "wb") as fh:
@@ -348,12 +379,30 @@ class _Chunk:
         self.funcs.append((name, name + "_end"))
 
     def line(self, text: str) -> None:
-        """An asm line with ``{NAME}`` placeholders; a leading ``!`` marks a sensitive instruction."""
+        """An asm line with ``{NAME}`` placeholders; a leading ``!`` marks a sensitive instruction;
+        ``{rip:ADDR}`` makes a RIP-relative operand (64-bit)."""
         text = _fmt(text, self.env)
         if text.startswith("!"):
             self.sensitive(text[1:])
+        elif "{rip:" in text:
+            self.rip_relative(text)
         else:
             self.lines.append(text)
+
+    def rip_relative(self, text: str) -> None:
+        """An ordinary instruction with a ``{rip:ADDR}`` operand, the displacement computed from its own address."""
+        m = re.search(r"\{rip:(\w+)\}", text)
+        assert m is not None
+        target = int(m.group(1), 0)
+        try:
+            probe, _ = _ks(self.bits).asm(text.replace(m.group(0), "rip + 0x7fffffff"), 0)
+        except keystone.KsError as exc:
+            raise GuestGenError(f"Keystone cannot assemble {text!r} ({self.bits}-bit): {exc}") from exc
+        lbl = self.fresh("R")
+        self.label(lbl)
+        disp = (target - (self.addr(lbl) + len(probe or b""))) & 0xFFFFFFFF
+        disp_s = disp - (1 << 32) if disp & 0x80000000 else disp
+        self.lines.append(text.replace(m.group(0), f"rip {'+' if disp_s >= 0 else '-'} {abs(disp_s):#x}"))
 
     def assemble(self) -> tuple[bytes, dict[str, int]]:
         word, fmt = (".quad", "<Q") if self.bits == 64 else (".long", "<I")
@@ -1072,8 +1121,9 @@ def _sregs_to_slots(base_disp: int) -> list[str]:
     return out
 
 
-def _helpers(c: _Chunk, bits: int, verbose: bool) -> None:
-    """Printing, digest, fault and ring-3 return paths; everything a case calls."""
+def _helpers(c: _Chunk, bits: int, verbose: bool, fuzz_area: bool = False) -> None:
+    """Printing, digest, fault and ring-3 return paths; everything a case calls. ``fuzz_area``: the
+    checksum covers the woven code's buffer too."""
     W = bits // 8
     nreg = len(_GPRS[bits])
     block = (nreg + 1) * W
@@ -1181,8 +1231,9 @@ def _helpers(c: _Chunk, bits: int, verbose: bool) -> None:
                  "jb L_verbose_sregs")
         emit("ret")
     c.func("F_digest", digest)
+    fuzz_ck = ("mov esi, {FUZZ_BUF}", f"mov ecx, {FUZZ_SIZE}", "call F_ck") if fuzz_area else ()
     c.func("F_checksum", lambda: emit(
-        "xor eax, eax", "mov esi, {BUF}", f"mov ecx, {BUF_SIZE}", "call F_ck", "mov esi, {LOW_BUF}",
+        "xor eax, eax", "mov esi, {BUF}", f"mov ecx, {BUF_SIZE}", "call F_ck", *fuzz_ck, "mov esi, {LOW_BUF}",
         f"mov ecx, {BUF_SIZE}", "call F_ck", "mov esi, {GDT}",
         f"mov ecx, {GDT_LIMIT + 1}", "call F_ck", "mov ebx, {V_SPI}", "mov {si}, {ptr} ptr [{bx}]",
         f"mov ebx, {CASE_SP - STACK_WINDOW:#x}", "cmp {si}, {bx}", "jb L_ck_clamp", "mov ebx, {STACK_TOP}",
@@ -1325,11 +1376,17 @@ class _CaseEmitter:
             c.sensitive("sti")
         if v.df:
             c.asm("std")
+        w = spec.weave
+        if w is not None and spec.context is Context.BRANCH:   # the flags set next decide the "never" jcc
+            self.weave(c, n, w.before)
         ax = _GPRS[bits][0]
         c.asm(f"push {ax}", "mov al, 0x7f", f"add al, {draw.of}", f"mov ah, {draw.ah:#x}", "sahf", f"pop {ax}")
 
         def place(chunk: _Chunk) -> None:
             self.stack_setup(chunk, v.stack, value_of)
+            if w is not None:
+                self.weave(chunk, n, w.before)
+                chunk.label(f"W{n}_SITE")
             self.insn_labels[n] = chunk.sensitive(_fmt(v.insn, chunk.env), spec.entry)
 
         if spec.context is Context.PLAIN:
@@ -1339,6 +1396,8 @@ class _CaseEmitter:
             never = "jae" if draw.ah & 1 else "jb"        # not taken under the flags just set
             c.asm(f"{never} {after}", f"jmp {target}", "int3")
             c.label(target)
+            if w is not None:
+                c.label(f"W{n}_SITE")
             self.insn_labels[n] = c.sensitive(_fmt(v.insn, c.env), spec.entry)
         else:
             c.asm(f"{'call' if enters_by_call else 'jmp'} {fn}")
@@ -1352,6 +1411,11 @@ class _CaseEmitter:
                     c.func(fn_tail, lambda: c.asm(leave))
             self.deferred.append(function)
         c.label(after)
+        if w is not None:
+            c.label(f"W{n}_POST")
+            self.weave(c, n, w.after)
+            for name, body, sized in w.functions:
+                self.deferred.append(lambda name=name, body=body, sized=sized: self.weave_function(n, name, body, sized))
         self.lines(c, _capture(bits))
         c.label(resume)
         c.asm(f"mov {self.sp}, {CASE_SP:#x}", "call F_no_resume")
@@ -1365,6 +1429,26 @@ class _CaseEmitter:
             low = self.low
             low.func(pad, lambda: (self.lines(low, _capture(bits)[:-1]),
                                    low.asm(f"call {self.addr('F_capture'):#x}", f"jmp {self.addr(resume):#x}")))
+
+
+    _LOCAL = re.compile(r"@(\w+)")
+
+    def weave(self, chunk: _Chunk, n: int, lines: Iterable[str]) -> None:
+        """Woven lines of case ``n``: ``@name`` becomes the label ``W<n>_name``."""
+        for line in lines:
+            line = self._LOCAL.sub(lambda m: f"W{n}_{m.group(1)}", line)
+            if line.endswith(":") and re.fullmatch(r"W\d+_\w+:", line):
+                chunk.label(line[:-1])
+            else:
+                chunk.line(line)
+
+    def weave_function(self, n: int, name: str, body: Sequence[str], sized: bool) -> None:
+        label = self._LOCAL.sub(lambda m: f"W{n}_{m.group(1)}", name)
+        if sized:
+            self.main.func(label, lambda: self.weave(self.main, n, body))
+        else:
+            self.main.label(label)
+            self.weave(self.main, n, body)
 
 
 # --------------------------------------------------------------------------- data, ELF
@@ -1408,7 +1492,7 @@ def _idt(bits: int, labels: Mapping[str, int]) -> bytes:
 
 
 def _data(bits: int, labels: Mapping[str, int], rng: random.Random, masks: Sequence[Sequence[int]],
-          banner: bytes) -> bytes:
+          banner: bytes, fuzz_area: bool = False) -> bytes:
     d = bytearray(DATA_SIZE)
 
     def put(va: int, raw: bytes) -> None:
@@ -1447,6 +1531,8 @@ def _data(bits: int, labels: Mapping[str, int], rng: random.Random, masks: Seque
     for n, row in enumerate(masks):
         put(MASKS + n * len(row) * W, b"".join((m & full).to_bytes(W, "little") for m in row))
     put(CASE_SP, bytes(rng.getrandbits(8) for _ in range(STACK_TOP - CASE_SP)))
+    if fuzz_area:
+        put(FUZZ_BUF, bytes(rng.getrandbits(8) for _ in range(FUZZ_SIZE)))
     return bytes(d)
 
 
@@ -1577,7 +1663,7 @@ def _program(specs: Sequence[CaseSpec], bits: int, draws: Sequence[_Draw], addr:
     main.func("F_main", main_flow)
     for function in emitter.deferred:
         function()
-    _helpers(main, bits, verbose)
+    _helpers(main, bits, verbose, fuzz_area=any(s.weave is not None for s in specs))
     chunks.append(main)
     if low.lines:
         chunks.append(low)
@@ -1604,8 +1690,11 @@ def build_guest(specs: Sequence[CaseSpec], bits: int, seed: int = 0, verbose: bo
         raise GuestGenError(f"a guest holds 1..{MAX_CASES} cases, not {len(specs)}")
     rng = random.Random(seed)
     nreg = len(_GPRS[bits])
-    draws = [_Draw(tuple(rng.getrandbits(bits) for _ in range(nreg)), rng.getrandbits(8) & 0xD5 | 0x02,
-                   rng.getrandbits(1)) for _ in specs]
+    draws = []
+    for spec in specs:
+        r = rng if spec.draw_seed is None else random.Random(spec.draw_seed)
+        draws.append(_Draw(tuple(r.getrandbits(bits) for _ in range(nreg)), r.getrandbits(8) & 0xD5 | 0x02,
+                           r.getrandbits(1)))
 
     def dummy(_label: str) -> int:
         return 0x1F0000
@@ -1640,7 +1729,8 @@ def build_guest(specs: Sequence[CaseSpec], bits: int, seed: int = 0, verbose: bo
         text_blob += code["boot"].ljust(MAIN64 - CODE, b"\xcc")
     text_blob += code["main"]
     banner = f"guestgen {bits}-bit seed {seed:#x}, {len(specs)} cases\n".encode()
-    data = _data(bits, final, rng, [_masks_row(s.variant, bits) for s in specs], banner)
+    data = _data(bits, final, rng, [_masks_row(s.variant, bits) for s in specs], banner,
+                 fuzz_area=any(s.weave is not None for s in specs))
     segments = [[_Section(".lowtext", LOW_CODE, code["low"], "ax")]] if "low" in code else []
     segments += [[_Section(".lowdata", LOW_DATA, bytes(0x1000), "aw")],
                  [_Section(".note.pvh", TEXT, _pvh_note(bits, CODE), "an"),
@@ -1648,7 +1738,7 @@ def build_guest(specs: Sequence[CaseSpec], bits: int, seed: int = 0, verbose: bo
                  [_Section(".data", DATA, data, "aw")]]
     symbols = [(start, final[start], final[end] - final[start]) for ch in chunks for start, end in ch.funcs]
     elf = _elf(bits, CODE, segments, symbols)
-    return Guest(bits, seed, elf, tuple(cases), {va: s[0] for va, s in sites.items()})
+    return Guest(bits, seed, elf, tuple(cases), {va: s[0] for va, s in sites.items()}, final)
 
 
 _SPECIAL_REGISTER = re.compile(r"\b(cr\d+|dr\d|[c-gs]s)\b")   # mov/push/pop are sensitive only with these

@@ -18,9 +18,10 @@ fi
 if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
-if ! .venv/bin/python -c "import vmm, pvtranslate, unicorn, capstone, keystone, lief, pytest" 2>/dev/null \
+if ! .venv/bin/python -c "import vmm, pvtranslate, unicorn, capstone, keystone, lief, pytest, distributed" \
+        2>/dev/null \
         || [ ! -x .venv/bin/vmm ] || [ ! -x .venv/bin/pvtranslate ]; then
     echo "setup: installing Python packages into .venv" >&2
     .venv/bin/python -m pip install -q --upgrade pip
-    .venv/bin/python -m pip install -q -e '.[test]'
+    .venv/bin/python -m pip install -q -e '.[test,fuzz]'
 fi
