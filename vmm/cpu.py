@@ -284,6 +284,11 @@ def open_engine() -> Uc:
     uc = Uc(UC_ARCH_X86, UC_MODE_64)
     uc.ctl_set_cpu_model(X.UC_CPU_X86_QEMU64)
     uc.context_restore(seed.context_save())
+    # Without an exit list, every emu_start probes its `until` address through the guest's page tables;
+    # a failed probe overwrites CR2 (a `mov cr2` the guest ran in that slice is lost) and leaves a #PF
+    # in the fault history. With the list on and empty, `until` is ignored and nothing is probed.
+    uc.ctl_exits_enabled(True)
+    uc.ctl_set_exits([])
     return uc
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import enum
 
-from unicorn import x86_const as X
 
 
 from .discover import Discovery
@@ -84,7 +83,6 @@ def install(machine, requested: Mode | str | None) -> ModeState:
 
     def end_slice() -> None:
         vcpu._stop_requested = True            # a VMM stop: not a hlt
-        vcpu.stop_cr2 = machine.uc.reg_read(X.UC_X86_REG_CR2)   # the guest may have written it this slice
         machine.uc.emu_stop()
 
     hooks = escape_log = None

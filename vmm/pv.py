@@ -310,7 +310,7 @@ class PvMode:
         self.cpu.pc = va
         self._stepping = True
         try:
-            self.vcpu._slice(count=1, until=va + len(code))
+            self.vcpu._slice(count=1)
         finally:
             self._stepping = False
             self.ram.write(pa, saved)
@@ -362,12 +362,13 @@ class PvMode:
 
     def accepts_interrupts(self) -> bool:
         """Whether an external interrupt may be taken now: virtual IF, and not while a trampoline keeps
-        registers in the save area (between its first save and its ``int 0x82``)."""
+        registers in the save area (after its first instruction, up to its ``int 0x82``). At a window's
+        start nothing is saved yet: that is where a lowering joined after a HALT resumes, interruptible."""
         if not self.virtual_if():
             return False
         if self._window_starts:
             pc = self.cpu.pc
-            k = bisect.bisect_right(self._window_starts, pc) - 1
+            k = bisect.bisect_left(self._window_starts, pc) - 1
             if k >= 0 and pc < self._window_ends[k]:
                 return False
         return True
@@ -753,7 +754,7 @@ class PvMode:
             self.machine.lapic.write(0x80, 4, (value << 4) & 0xFF)
             self.machine.interrupts.changed()
             return
-        if cr_index == 2:                        # only stored (a stepped write would meet the slice's CR2 repair)
+        if cr_index == 2:                        # only stored: mov to cr2 has no other effect
             self.uc.reg_write(X.UC_X86_REG_CR2, value if self.cpu.long_mode() else value & 0xFFFFFFFF)
             return
         self._native(bytes((0x0F, 0x22, 0xC0 | (cr_index << 3) | self._rm(1))), {})

@@ -16,7 +16,7 @@ from .bus import Bus
 from .clock import VirtualClock
 from .cpu import Cpu, CpuView
 from .errors import GuestError, GuestHalted, InternalError, LimitExceeded, OutsideRam, VmmError
-from .interrupts import DB, GP, PF, UD, VECTORS_WITH_ERROR_CODE, Event, EventKind, deliver
+from .interrupts import DB, GP, UD, VECTORS_WITH_ERROR_CODE, Event, EventKind, deliver
 from .insncount import BlockCounter
 from .memory import GuestRam, LinearMemory, PageFault, translate
 from .rawhooks import IN_CFUNC, INTR_CFUNC, OUT_CFUNC, add_insn_hook, add_raw_hook
@@ -24,10 +24,7 @@ from .watchpoints import Watchpoints
 
 HLT_OPCODE = 0xF4
 IF_WATCH_BLOCKS = 100_000                # blocks to watch for IF before waiting for an exit instead
-NEVER_REACHED = 0xFFFF_FFFF_FFFF_FFF0   # `until` address for emu_start: a non-canonical address
-# When emu_start returns, Unicorn 2.1.4 leaves CR2 = until - 1 (a failed probe of that address): the
-# loop puts the guest's own CR2 back when it finds one of these values.
-VMM_CR2_ARTEFACTS = frozenset({NEVER_REACHED - 1, (NEVER_REACHED - 1) & 0xFFFFFFFF})
+UNUSED_UNTIL = 0    # emu_start's `until`: ignored, the engine runs with an empty exit list (vmm.cpu.open_engine)
 
 
 class Exit(enum.Enum):
@@ -87,8 +84,6 @@ class Vcpu:
         self.instructions = 0
         self._event: Event | None = None
         self._hook_error: BaseException | None = None
-        self._fault_cr2 = 0
-        self.stop_cr2: int | None = None        # CR2 when a hook ended the slice (emu_start clobbers it on exit)
         # Unicorn skips the I/O permission check. The VMM checks it once the guest has been seen
         # outside ring 0 (checking CPL on every exit of a ring-0-only guest would double its cost).
         self._user_mode_seen = False
@@ -163,8 +158,6 @@ class Vcpu:
 
     def _interrupt_event(self, intno: int) -> None:
         error_code, is_int = self.cpu.pending_exception()
-        if intno == PF:
-            self._fault_cr2 = self.uc.reg_read(X.UC_X86_REG_CR2)
         length = self._int_length(intno) if is_int else 0
         if is_int and not (intno == 1 and length == 1):    # INT1 (ICEBP) is a #DB trap: no DPL check
             self._event = Event(intno, EventKind.SOFTWARE, insn_len=length)
@@ -370,20 +363,15 @@ class Vcpu:
         if limits.max_instructions is not None:
             self.instructions = self._counter.count
 
-    def _slice(self, timeout_us: int = 0, count: int = 0, until: int = NEVER_REACHED) -> None:
-        """One emu_start, and the repairs its return needs; leaves the reason in _event/_stop_requested.
-
-        ``until``: a single step may pass the address after its instruction; a mapped one is probed
-        without a fault, so a CR2 the instruction wrote (``mov cr2``) is kept as it is."""
+    def _slice(self, timeout_us: int = 0, count: int = 0) -> None:
+        """One emu_start, and the repairs its return needs; leaves the reason in _event/_stop_requested."""
         self._event = None
         self._stop_requested = False
         pc = self.cpu.pc
         if self.discovery is not None:
             self.discovery.slice_start(pc, count)      # no edge report for the block a slice starts with
-        guest_cr2 = self.uc.reg_read(X.UC_X86_REG_CR2)
-        self.stop_cr2 = None
         try:
-            self.uc.emu_start(pc, until, timeout=timeout_us, count=count)
+            self.uc.emu_start(pc, UNUSED_UNTIL, timeout=timeout_us, count=count)
         except UcError as exc:
             if self._outside:
                 raise OutsideRam(f"{self._outside} (near {self._where()})") from None
@@ -400,13 +388,7 @@ class Vcpu:
         except Exception as exc:          # raised by a hook and re-raised by the binding
             raise InternalError(f"internal error while handling an exit at {self._where()}: "
                                 f"{type(exc).__name__}: {exc}") from exc
-        # Leaving emu_start, Unicorn probes the `until` address; a failed probe records a #PF in the
-        # CPU's fault history (turning the guest's next real fault into #DF) and clobbers CR2.
-        self.cpu.clear_fault_history()
-        artefacts = VMM_CR2_ARTEFACTS if until == NEVER_REACHED else {until - 1, (until - 1) & 0xFFFFFFFF}
-        if self.uc.reg_read(X.UC_X86_REG_CR2) in artefacts:
-            self.uc.reg_write(X.UC_X86_REG_CR2, self._fault_cr2 if self._event and self._event.vector == PF
-                              else guest_cr2 if self.stop_cr2 is None else self.stop_cr2)
+        self.cpu.clear_fault_history()            # a hooked fault stays in it (FIELD-NOTES: #DF after one)
         if self._hook_error is not None:
             if isinstance(self._hook_error, VmmError) or not isinstance(self._hook_error, Exception):
                 raise self._hook_error                # a VMM error, or KeyboardInterrupt and the like
@@ -421,7 +403,7 @@ class Vcpu:
         """Run exactly one instruction (the block cache is dropped around it so the count applies)."""
         pc = self.cpu.pc
         self.uc.ctl_remove_cache(pc, pc + 16)
-        self.uc.emu_start(pc, NEVER_REACHED, count=1)
+        self.uc.emu_start(pc, UNUSED_UNTIL, count=1)
         self.uc.ctl_remove_cache(pc, pc + 16)
 
     def _take_interrupt(self) -> None:

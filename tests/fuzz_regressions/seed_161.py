@@ -33,7 +33,7 @@ BITS = 32
 VERDICT = 'diverge'
 ASPECT = 'console'
 BLAME = 'translation'
-XFAIL_REASON = "vmm/pv.py PvState.accepts_interrupts: a hlt whose trampoline also lowers the following site (planner: joined) returns from its HALT hypercall exactly at the start of the next lowering's save-area window, which bisect_right counts as inside it, so the halt refuses interrupts and the run ends 'hlt with interrupts disabled'. Fix: a window excludes its start (nothing is saved before its first instruction runs): test start < pc"
+XFAIL_REASON = None   # set when kept as a known bug: the file and the fix it needs
 PROGRAM = {'bits': 32,
  'cases': [{'context': 'plain',
             'draw_seed': 1150042466,

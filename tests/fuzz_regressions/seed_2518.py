@@ -33,7 +33,7 @@ BITS = 64
 VERDICT = 'diverge'
 ASPECT = 'console'
 BLAME = 'translation'
-XFAIL_REASON = "vmm/pv.py PvState.accepts_interrupts: the 64-bit form of seed_161.py (hlt joined with the following in al, 0x80 in one trampoline): the HALT hypercall returns exactly at the start of the next lowering's save-area window, counted as inside it, so the halt refuses interrupts"
+XFAIL_REASON = None   # set when kept as a known bug: the file and the fix it needs
 PROGRAM = {'bits': 64,
  'cases': [{'context': 'plain',
             'draw_seed': 1722598873,

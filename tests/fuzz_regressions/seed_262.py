@@ -40,7 +40,7 @@ BITS = 64
 VERDICT = 'diverge'
 ASPECT = 'console'
 BLAME = 'native-vmm'
-XFAIL_REASON = 'vmm/vcpu.py Vcpu._slice (native mode, 64-bit): the same CR2 repair after an interrupt delivery (IRQ0 ending hlt) loses the CR2 written by mov cr2 earlier in the slice; see seed_347.py'
+XFAIL_REASON = None   # set when kept as a known bug: the file and the fix it needs
 PROGRAM = {'bits': 64,
  'cases': [{'context': 'plain', 'draw_seed': 4044974597, 'entry': 'mov.to.cr2', 'pieces': [], 'variant': 1},
            {'context': 'plain', 'draw_seed': 1775508467, 'entry': 'hlt', 'pieces': [], 'variant': 0},

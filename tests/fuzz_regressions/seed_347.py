@@ -40,7 +40,7 @@ BITS = 64
 VERDICT = 'diverge'
 ASPECT = 'console'
 BLAME = 'native-vmm'
-XFAIL_REASON = "vmm/vcpu.py Vcpu._slice (native mode, 64-bit): when emu_start leaves CR2 holding Unicorn's exit-probe artefact, the repair writes back the CR2 read at the start of the slice, losing a mov cr2 the guest ran natively earlier in the same slice; after any exception (here #UD) the guest reads CR2 = 0 where QEMU, fullvirt and pv keep its value. Fix: read CR2 in the interrupt and invalid-opcode hooks (still the guest's there) for every vector, not only #PF, and restore that"
+XFAIL_REASON = None   # set when kept as a known bug: the file and the fix it needs
 PROGRAM = {'bits': 64,
  'cases': [{'context': 'plain', 'draw_seed': 2799870357, 'entry': 'mov.from.cr2', 'pieces': [], 'variant': 3},
            {'context': 'plain', 'draw_seed': 4038987398, 'entry': 'mwait', 'pieces': [], 'variant': 0},
