@@ -27,8 +27,10 @@ paging structures or the stack pointers, never from a particular guest:
    Every stack the guest used is therefore left out whole: the ELF data symbol holding a stack
    pointer (a sized object, or a label up to the next symbol) — the final one of either run
    (mapped back through the site table: a guest stopped in a trampoline has its saves popped), the
-   TSS's ring and IST pointers at exit, and the one the guest had at any interrupt or exception
-   delivery. Without a symbol, the 4 KiB page just below that pointer. What the stacks held is
+   TSS's ring and IST pointers at exit, the one the guest had at any interrupt or exception
+   delivery, and the one it had after each exit to the VMM (an ``iret`` hypercall onto a stack no
+   later exit or delivery sees: guestgen's iret16 case). Without a symbol, the 4 KiB page just
+   below that pointer. What the stacks held is
    still checked where it mattered: it flows into the events, the console and the rest of memory.
 
 The machine configuration is the same for all runs, including the kernel name the multiboot loader
@@ -42,6 +44,7 @@ import os
 import shutil
 import tempfile
 import time
+from typing import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -225,11 +228,11 @@ class MemoryRules:
                 return lo, hi, name
         return None
 
-    def stacks(self, runs: list[tuple[MemoryImage, dict[int, tuple[int, int]]]]) -> list[tuple[int, int, str]]:
+    def stacks(self, runs: list[tuple[MemoryImage, dict[int, tuple[int, int]], Iterable[int]]]) -> list[tuple[int, int, str]]:
         """Rule 4: guest-physical [lo, hi) of every stack a stack pointer of either run is in, with its name."""
         found: dict[tuple[int, int], str] = {}
-        for memory, delivery_sp in runs:
-            for sp in (memory.sp, *memory.tss_stack_pointers, *(sp for sp, _word in delivery_sp.values())):
+        for memory, delivery_sp, slice_sp in runs:
+            for sp in (memory.sp, *memory.tss_stack_pointers, *(sp for sp, _word in delivery_sp.values()), *slice_sp):
                 obj = self.object_at(sp - 1)
                 lo, hi, name = obj if obj is not None else ((sp - 1) & ~(PAGE - 1), ((sp - 1) | (PAGE - 1)) + 1,
                                                             "stack page")
@@ -423,7 +426,8 @@ def _compare_memory(ref: _Observed, pv: _Observed, rules: MemoryRules, explain: 
     mr, mp = ref.recorder.memory, pv.recorder.memory
     if mr is None or mp is None:
         return None
-    stacks = rules.stacks([(mr, ref.recorder.delivery_sp), (mp, pv.recorder.delivery_sp)])
+    stacks = rules.stacks([(mr, ref.recorder.delivery_sp, ref.recorder.slice_sp.values()),
+                           (mp, pv.recorder.delivery_sp, pv.recorder.slice_sp.values())])
     entries = mr.paging_entries | mp.paging_entries
     a = canonical_memory(mr, rules, stacks, entries, translated=False)
     b = canonical_memory(mp, rules, stacks, entries, translated=True)

@@ -170,6 +170,8 @@ class Recorder:
     raw_pc: array = field(default_factory=lambda: array("Q"))    # one per event; NONE if unknown
     # event index -> (the guest's stack pointer when the delivery began, its slot size: 8 in long mode)
     delivery_sp: dict[int, tuple[int, int]] = field(default_factory=dict)
+    # the guest's stack pointer after each slice and its exit, one per 4 KiB page
+    slice_sp: dict[int, int] = field(default_factory=dict)
     memory: MemoryImage | None = None
     mode: str = ""
     address_map: AddressMap = field(default_factory=AddressMap)
@@ -182,6 +184,11 @@ class Recorder:
         pv = getattr(machine, "pv", None)
         if pv is not None:
             self.address_map = AddressMap(pv.table, pv.own_range)
+        machine.vcpu.stack_watch = self._stack_seen
+
+    def _stack_seen(self, pc: int, sp: int) -> None:
+        sp = self.address_map.stack_pointer(pc, sp, self._word())
+        self.slice_sp.setdefault(sp >> 12, sp)
 
     def __len__(self) -> int:
         return len(self.events) // WIDTH

@@ -102,6 +102,9 @@ class Vcpu:
         self.pv = None                          # vmm.pv.PvMode in pv mode
         self.discovery = None                   # vmm.discover.Discovery in fullvirt, trap and pv modes
         self.hypercalls: Counter[str] = Counter()
+        # called with (pc, sp) after each slice and the exit it ended with (vmm.trace.Recorder: the stacks
+        # the guest ran on, which pvtranslate --verify leaves out of the memory it compares)
+        self.stack_watch: Callable[[int, int], None] | None = None
         # A software interrupt the mode carries out inside the engine's interrupt hook, without ending
         # the slice (pv mode's hot hypercalls): called with the vector and the CPU's registers (cpu_view);
         # True if it was handled there, False to end the slice and deliver it as an event. Set before
@@ -359,6 +362,8 @@ class Vcpu:
                 self._halt()
             if self.pv is None or self.pv.resuming is None:    # not inside an unfinished string I/O
                 self._take_interrupt()
+            if self.stack_watch is not None:
+                self.stack_watch(self.cpu.pc, self.cpu.sp)
         self._disarm_if_watch()
         if limits.max_instructions is not None:
             self.instructions = self._counter.count
