@@ -6,7 +6,7 @@ keeps ``XFAIL_REASON`` (the file and the fix); strict, so the test fails once th
 then set it to None. Add one with ``tools/fuzz.py --seeds N --out DIR`` and copy ``DIR/seed-N/repro.py``
 here as ``seed_N.py``.
 
-Below them, two bugs the fuzzer's triage showed outside the native-vs-pv comparison: fullvirt mode
+Below them, two bugs (fixed) the fuzzer's triage showed outside the native-vs-pv comparison: fullvirt mode
 against native, and ``pvtranslate --verify``'s memory rules against a guestgen guest.
 """
 from __future__ import annotations
@@ -51,19 +51,14 @@ FULLVIRT_FLAGS = [  # (entry, bits, variant index, what)
 ]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "vmm/fullvirt.py: the arithmetic flags the guest sees at or after a fullvirt site are wrong: AF lost after "
-    "rep ins/outs, and in the exception frame of a site that faults (after cmp 5, 0xb: native and pv 0x97, "
-    "fullvirt 0x87; after add al, 1 with al = 0x7f: 0x892 against 0x83). For rep ins/outs Unicorn 2.1.4 "
-    "alone does it (a bare Uc running cmp; rep outsw ends with 0x97 without a UC_HOOK_CODE on the rep, 0x87 "
-    "with one); for a faulting site it is not Unicorn (ud2 under a code hook keeps 0x97), so the EXECUTE "
-    "path's fault delivery takes EFLAGS from a stale state. Fix: the site handler keeps the flags it finds "
-    "and puts them back before the instruction's fault or after a rep string instruction"))
 @pytest.mark.parametrize(("entry", "bits", "index", "what"), FULLVIRT_FLAGS,
                          ids=[f"{e}-{b}" for e, b, _i, _w in FULLVIRT_FLAGS])
 def test_fullvirt_sites_keep_the_arithmetic_flags(entry: str, bits: int, index: int, what: str,
                                                   tmp_path: Path) -> None:
-    """cmp 5, 0xb sets AF|CF|SF|PF right before the site (found triaging seeds 4934, 6668, 6995, 7592, 20080)."""
+    """cmp 5, 0xb sets AF|CF|SF|PF right before the site (found triaging seeds 4934, 6668, 6995, 7592, 20080).
+
+    Under Unicorn's code hook a rep string instruction lost AF after its first element (0x87 for 0x97)
+    and a fault raised by the site was delivered with stale flags (vmm/fullvirt.py's docstring)."""
     spec = CaseSpec(entry, variants_for(entry, bits)[index], Context.PLAIN,
                     Weave(before=("mov eax, 5", "cmp eax, 0xb")))
     path = tmp_path / "flags.elf"

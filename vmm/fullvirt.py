@@ -16,6 +16,13 @@ entry is handled is a table checked against the catalog at import:
 
 Exits are counted per execution: one per instruction, one per element of a string I/O instruction
 (Unicorn re-enters a rep instruction once per iteration, and once more when the count is 0).
+
+A code hook costs the guest its arithmetic flags in two places (Unicorn 2.1.4: the lazily computed
+flags are not brought up to date around the hook's call): an exception the instruction raises from
+a helper (#UD of ``mov dr4``, #PF of ``smsw m16``, ...) is taken with stale flags, and a ``rep``
+string instruction loses AF after its first element. The hook reads EFLAGS, still right there, so
+that the vCPU puts them back before it delivers the instruction's fault (``flags_before_fault``),
+and writes them back itself at the last entry of a ``rep`` it has seen run from its first.
 """
 from __future__ import annotations
 
@@ -81,6 +88,8 @@ class SiteHooks:
         self._hooks: dict[int, int] = {}                     # va -> hook handle
         self._retired: list[_Armed] = []                     # replaced sites keep their counts
         self._code_cb = CODE_CFUNC(self._on_code)
+        self._flags_at: tuple[int, int] | None = None        # (site va, EFLAGS before it) of the last exit
+        self._rep_next: tuple[int, int] | None = None        # (rep site va, count its next entry will have)
 
     # --- discovery listener ----------------------------------------------------------------------------
     def block_scanned(self, lo: int, hi: int, bits: int, sites: list[SensitiveSite]) -> bool:
@@ -127,6 +136,7 @@ class SiteHooks:
     # --- the exit ----------------------------------------------------------------------------------------
     def _on_code(self, _handle, address: int, _size: int, _ud) -> None:
         try:
+            before, self._flags_at = self._flags_at, None
             armed = self._dispatch.get(address, _MISSING)
             if armed is None:
                 armed = self._slots[address].get(self.cpu.code_bits())
@@ -134,12 +144,30 @@ class SiteHooks:
                     return
             elif armed is _MISSING:
                 return
-            if not armed.count_mask or self.cpu._fast_read(X.UC_X86_REG_RCX) & armed.count_mask:
+            read = self.cpu._fast_read
+            if armed.count_mask:
+                count = read(X.UC_X86_REG_RCX) & armed.count_mask
+                if count:
+                    armed.hits += 1
+                again = self._rep_next == (address, count)       # an element after the first: flags stale
+                flags = before[1] if again and before is not None else read(X.UC_X86_REG_EFLAGS)
+                self._rep_next = (address, count - 1) if count else None
+                if again and not count:
+                    self.cpu._fast_write(X.UC_X86_REG_EFLAGS, flags)
+            else:
                 armed.hits += 1
+                flags = read(X.UC_X86_REG_EFLAGS)
+                self._rep_next = None
+            self._flags_at = (address, flags)
             if armed.run is not None:
                 armed.run()
         except BaseException as exc:          # noqa: BLE001 - never unwind through the C engine
             self.fail(exc)
+
+    def flags_before_fault(self, pc: int) -> int | None:
+        """EFLAGS before the site at ``pc``, if an exception the vCPU is taking there was raised by it."""
+        at = self._flags_at
+        return at[1] if at is not None and at[0] == pc else None
 
     # --- counts --------------------------------------------------------------------------------------------
     def _all(self):

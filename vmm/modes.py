@@ -93,6 +93,7 @@ def install(machine, requested: Mode | str | None) -> ModeState:
         ignore_step = lambda pc: pc in table.sites or pc in table.hypercalls   # noqa: E731 - pv steps its own code
     else:
         hooks = listener = SiteHooks(mode is Mode.TRAP, machine.cpu, machine.ram, fail)
+        vcpu.fault_flags = hooks.flags_before_fault
         if mode is Mode.TRAP:
             vcpu.cpuid = None                  # the host CPU answers (the engine's own CPUID)
     discovery = Discovery(machine.cpu, machine.ram, listener, fail, end_slice, ignore_step)

@@ -16,7 +16,7 @@ from .bus import Bus
 from .clock import VirtualClock
 from .cpu import Cpu, CpuView
 from .errors import GuestError, GuestHalted, InternalError, LimitExceeded, OutsideRam, VmmError
-from .interrupts import DB, GP, UD, VECTORS_WITH_ERROR_CODE, Event, EventKind, deliver
+from .interrupts import DB, GP, PF, UD, VECTORS_WITH_ERROR_CODE, Event, EventKind, deliver
 from .insncount import BlockCounter
 from .memory import GuestRam, LinearMemory, PageFault, translate
 from .rawhooks import IN_CFUNC, INTR_CFUNC, OUT_CFUNC, add_insn_hook, add_raw_hook
@@ -105,6 +105,9 @@ class Vcpu:
         # called with (pc, sp) after each slice and the exit it ended with (vmm.trace.Recorder: the stacks
         # the guest ran on, which pvtranslate --verify leaves out of the memory it compares)
         self.stack_watch: Callable[[int, int], None] | None = None
+        # fullvirt and trap modes: EFLAGS before the hooked site at this pc if the exception being taken
+        # was raised by it (vmm.fullvirt.SiteHooks.flags_before_fault: the engine's own are stale there)
+        self.fault_flags: Callable[[int], int | None] | None = None
         # A software interrupt the mode carries out inside the engine's interrupt hook, without ending
         # the slice (pv mode's hot hypercalls): called with the vector and the CPU's registers (cpu_view);
         # True if it was handled there, False to end the slice and deliver it as an event. Set before
@@ -161,6 +164,8 @@ class Vcpu:
 
     def _interrupt_event(self, intno: int) -> None:
         error_code, is_int = self.cpu.pending_exception()
+        if not is_int:
+            self._repair_fault_flags(intno)
         length = self._int_length(intno) if is_int else 0
         if is_int and not (intno == 1 and length == 1):    # INT1 (ICEBP) is a #DB trap: no DPL check
             self._event = Event(intno, EventKind.SOFTWARE, insn_len=length)
@@ -180,7 +185,21 @@ class Vcpu:
             return 2
         return 1 if before[1] in (0xCC, 0xCE, 0xF1) else 2
 
+    def _repair_fault_flags(self, vector: int) -> None:
+        if self.fault_flags is None:
+            return
+        pc = self.cpu.pc
+        if vector == PF and 0 <= self.uc.reg_read(X.UC_X86_REG_CR2) - pc < 16:
+            return                                # fetching the instruction faulted: its hook never ran
+        flags = self.fault_flags(pc)
+        if flags is not None:
+            self.cpu._fast_write(X.UC_X86_REG_EFLAGS, flags)
+
     def _on_invalid(self, uc, _ud) -> bool:
+        try:
+            self._repair_fault_flags(UD)
+        except BaseException as exc:          # never let an exception unwind through the C engine
+            self._hook_error = exc
         self._event = Event(UD, EventKind.EXCEPTION)
         uc.emu_stop()
         return True
