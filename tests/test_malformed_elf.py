@@ -38,14 +38,6 @@ DEFAULT_CASES = 300
 FULL_CASES = 1200
 SUBPROCESS_EVERY = 100
 
-# Problems found in code this suite does not own (vmm/pv.py): a batch whose only
-# problems are these is an expected failure naming the fix needed; any other problem fails it.
-KNOWN = (
-    (re.compile(r"vmm-output: exit 70 .*internal error .*ValueError: bytes must be in range", re.S),
-     "vmm/pv.py: hypercall arguments that become instruction bytes (LOAD_SEGMENT sreg_index, WRITE_CR "
-     "cr_index, WRITE_DR dr_index) are not range-checked; a guest-controlled value raises ValueError"),
-)
-
 
 @pytest.fixture(scope="module")
 def bases():
@@ -63,18 +55,9 @@ def test_mutant_corpus(batch, bases, tmp_path):
     campaign = em.run_campaign(BATCH, seed=em.DEFAULT_SEED, start=batch * BATCH, subprocess_every=SUBPROCESS_EVERY,
                                bases=bases, workdir=tmp_path)
     assert len(campaign.cases) == BATCH
-    unknown, known = [], set()
-    for case in campaign.failures():
-        for problem in case.problems:
-            owner = next((why for pattern, why in KNOWN if pattern.search(problem)), None)
-            if owner is None:
-                unknown.append(f"{case.mutant.describe()}\n    {problem}\n    replay: tools/elf_mutants.py "
-                               f"--case {case.mutant.index}")
-            else:
-                known.add(f"case {case.mutant.index}: {owner}")
-    assert not unknown, "\n".join(unknown)
-    if known:
-        pytest.xfail("known, outside this suite's files: " + "; ".join(sorted(known)))
+    problems = [f"{case.mutant.describe()}\n    {problem}\n    replay: tools/elf_mutants.py --case {case.mutant.index}"
+                for case in campaign.failures() for problem in case.problems]
+    assert not problems, "\n".join(problems)
 
 
 def test_corpus_is_reproducible(bases):
