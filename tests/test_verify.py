@@ -26,19 +26,13 @@ SHORT = [k for k in KERNELS if k.role == "sample"
 # a few seconds or more to verify (three traced runs, one of them pv): --runslow
 SLOW = {"exitloop", "io32", "io64", "irq32", "irq64", "workload_medium_short", "workload_dense_short",
         "workload_pio_short", "workload_stringio_short"}
-# Native delivers an interrupt that an I/O exit made deliverable at the end of the engine's translation
-# block; fullvirt (a code hook on the next sensitive instruction) and pv (the hypercall ends the block)
-# deliver it right after the I/O instruction. irq64 event #4032: `out 0x43, al; in al, 0x40; in al, 0x40`.
-NATIVE_INTERRUPT_TIMING = {"irq32", "irq64"}
+# irq32/irq64 take an interrupt a PIT read made deliverable: every mode must take it right after that
+# `in` (vmm/ioboundary.py; native used to run on to the end of the engine's translation block).
 
 
 def _params():
     for k in SHORT:
-        marks = [pytest.mark.slow] if k.name in SLOW else []
-        if k.name in NATIVE_INTERRUPT_TIMING:
-            marks.append(pytest.mark.xfail(strict=True, reason="native takes an I/O-raised interrupt at the end "
-                                           "of the translation block, pv right after the instruction (vmm/vcpu.py)"))
-        yield pytest.param(k, id=k.name, marks=marks)
+        yield pytest.param(k, id=k.name, marks=[pytest.mark.slow] if k.name in SLOW else [])
 
 
 def _config(kernel, tmp_path: Path) -> MachineConfig:

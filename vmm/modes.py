@@ -1,6 +1,7 @@
 """The VMM's modes: owns choosing native, fullvirt, trap or pv for a guest and wiring what each intercepts.
 
-- native: the reference machine; no discovery, nothing added to the engine.
+- native: the reference machine; discovery only to place the I/O boundaries (`vmm.ioboundary`),
+  which every mode but pv has: an interrupt a port access makes deliverable is taken right after it.
 - fullvirt: discovery, and an exit at every sensitive instruction (`vmm.fullvirt`).
 - trap: as fullvirt for privileged instructions; sensitive-unprivileged ones run deprivileged
   (`vmm.deprivileged`), and CPUID is the engine's own (the host CPU).
@@ -19,6 +20,7 @@ from .discover import Discovery
 from .errors import ConfigError
 from .escapes import Escape, EscapeLog
 from .fullvirt import SiteHooks
+from .ioboundary import Both, IoBoundaries
 
 
 class Mode(enum.Enum):
@@ -72,8 +74,6 @@ class ModeState:
 def install(machine, requested: Mode | str | None) -> ModeState:
     """Choose the mode for the booted `machine` and wire it (call after loading and pv.attach)."""
     mode = resolve(requested, machine.pv is not None, machine.record.image.path)
-    if mode is Mode.NATIVE:
-        return ModeState(mode)
     vcpu = machine.vcpu
 
     def fail(exc: BaseException) -> None:
@@ -91,8 +91,11 @@ def install(machine, requested: Mode | str | None) -> ModeState:
         table = machine.pv.table
         escape_log = listener = EscapeLog(_translator_pa(machine), frozenset(machine.pv.resume_in))
         ignore_step = lambda pc: pc in table.sites or pc in table.hypercalls   # noqa: E731 - pv steps its own code
+    elif mode is Mode.NATIVE:
+        listener = IoBoundaries(machine.uc)
     else:
-        hooks = listener = SiteHooks(mode is Mode.TRAP, machine.cpu, machine.ram, fail)
+        hooks = SiteHooks(mode is Mode.TRAP, machine.cpu, machine.ram, fail)
+        listener = Both(hooks, IoBoundaries(machine.uc))
         vcpu.fault_flags = hooks.flags_before_fault
         if mode is Mode.TRAP:
             vcpu.cpuid = None                  # the host CPU answers (the engine's own CPUID)
