@@ -164,6 +164,7 @@ _MAX_INSN = 15
 _RE_HEX = re.compile(r"^0x[0-9a-f]+$|^[0-9]+$")
 _RE_FAR_DIRECT = re.compile(r"^(0x[0-9a-f]+|[0-9]+):(0x[0-9a-f]+|[0-9]+)$")
 _RE_ABS_MEM = re.compile(r"\[(0x[0-9a-f]+|[0-9]+)\]$")
+_RE_RIP_REL = re.compile(r"^\[rip ([+-]) (0x[0-9a-f]+|[0-9]+)\]$")
 _RE_SENSITIVE_OPERAND = re.compile(r"\b(cr\d+|dr\d|[c-gs]s)\b(?!:)")  # not a segment override (gs:[...])
 _STOP = frozenset(("ret", "retf", "retfq", "iret", "iretd", "iretq", "sysret", "sysretq", "sysexit",
                    "sysexitq", "ud2", "ud1", "ud0"))
@@ -289,6 +290,29 @@ class _Decoder:
                 target, selector = struct.unpack("<HH", raw)
             else:
                 target, selector = struct.unpack("<IH", raw)
+        self.far_target(va, bits, selector, target, gdt)
+
+    def far_return(self, va: int, bits: int, recent: list[tuple[int, int, str, str]], gdt: int | None) -> None:
+        """A far return of the idiom ``push SEL; lea reg, [rip + d]`` (or ``mov reg, IMM``); ``push reg;
+        retf``: the way kernels reload CS (Linux's ``lretq`` after a GDT switch). Its target is code."""
+        if len(recent) < 3:
+            return
+        (_a0, _s0, n0, op0), (a1, s1, n1, op1), (_a2, _s2, n2, op2) = recent[-3:]
+        if n0 != "push" or not _RE_HEX.match(op0) or n2 != "push" or n1 not in ("lea", "mov"):
+            return
+        reg, _, source = op1.partition(", ")
+        if reg != op2:
+            return
+        m = _RE_RIP_REL.match(source)
+        if n1 == "lea" and m:
+            target = a1 + s1 + (_num(m.group(2)) if m.group(1) == "+" else -_num(m.group(2)))
+        elif n1 == "mov" and _RE_HEX.match(source):
+            target = _num(source)
+        else:
+            return
+        self.far_target(va, bits, _num(op0) & 0xFFFF, target & ((1 << bits) - 1), gdt)
+
+    def far_target(self, va: int, bits: int, selector: int, target: int, gdt: int | None) -> None:
         new_bits, evidence = self.descriptor_bits(gdt, selector)
         if new_bits is None and gdt is None and self.last_gdt is not None:
             new_bits, evidence = self.descriptor_bits(self.last_gdt, selector)
@@ -307,6 +331,7 @@ class _Decoder:
     def run(self, va: int, bits: int, source: ModeSource, gdt: int | None) -> None:
         self._source = source
         md = self.lite[bits]
+        recent: list[tuple[int, int, str, str]] = []     # the last instructions, for far_return
         while True:
             ri = self.region_of(va)
             if ri is None:
@@ -363,8 +388,13 @@ class _Decoder:
                     if gdt is not None:
                         self.last_gdt = gdt
                     continue
+                if name in ("retf", "retfq") and not op_str:
+                    self.far_return(a, bits, recent, gdt)
                 if name in _STOP:
                     return
+                recent.append((a, size, name, op_str))
+                if len(recent) > 3:
+                    del recent[0]
             if nxt == va:  # nothing decoded: invalid bytes
                 self.bad.append((va, va + 1, "invalid"))
                 return

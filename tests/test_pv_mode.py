@@ -58,6 +58,7 @@ def test_translated_guest_matches_native(sample: str, tmp_path: Path) -> None:
     assert pv.console == native.console
     assert pv.exit_status == native.exit_status
     assert pv.hypercalls.get("PORT_OUT8", 0) > 0
+    assert not pv.escapes, [e.describe() for e in pv.escapes]     # every sensitive instruction translated
 
 
 def test_unknown_abi_version_is_refused(tmp_path: Path) -> None:

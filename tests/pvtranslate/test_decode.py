@@ -74,6 +74,18 @@ def test_stub_is_32_bit_up_to_the_far_jump_then_64_bit(path, decoded):
     assert long_mode in dec.branch_targets
 
 
+def test_far_return_idiom_is_followed_like_a_far_jump(decoded):
+    """irq64's reload_segments: ``push 8; lea rax, [rip + 3]; push rax; lretq`` reloads CS; the code after
+    it is reached only through that far return, and its segment loads are sites (they escaped before)."""
+    image, dec = decoded(SAMPLES / "irq" / "irq64.elf")
+    start = _sym(image, "reload_segments").va
+    end = min(s.va for s in image.symbols if s.va > start)
+    switch = next(sw for sw in dec.mode_switches if start <= sw.from_va < end)
+    assert switch.selector == 8 and switch.bits == 64 and start < switch.target_va < end
+    loads = [s.entry.name for s in dec.sites if switch.target_va <= s.va < end]
+    assert loads == ["mov.to.ds", "mov.to.es", "mov.to.ss", "mov.to.fs", "mov.to.gs"]
+
+
 def test_mb32_long_is_an_elf32_container(decoded):
     image, _dec = decoded(HELLO_MB32_LONG)
     assert image.elf_class is ElfClass.ELF32 and image.multiboot and image.pvh_entry_va is None
