@@ -214,3 +214,67 @@ def test_port_io_at_trap_sites_runs_as_natively(bits: int, cells: str, tmp_path:
     assert verdict.equivalent, verdict.format()
     pv = run(out)
     assert pv.console.endswith(b"after\n") and pv.hypercalls["TRAP"] >= 2 * len(PORT_FORMS)
+
+
+# --------------------------------------------------------------------------- string I/O: IF watch, ring 3
+
+def test_if_watch_giving_up_inside_a_long_string_hypercall(tmp_path: Path, monkeypatch) -> None:
+    """A timer interrupt waits while IF is off through a long rep insb: the IF watch gives up (after
+    IF_WATCH_BLOCKS blocks, scaled down here) at a round's int 0x82, and the run goes on to its end
+    (it used to stop there again and again until the time limit)."""
+    import hostile_guests as H
+    import vmm.vcpu
+    from vmm.vcpu import Limits
+    monkeypatch.setattr(vmm.vcpu, "IF_WATCH_BLOCKS", 120)
+    body = ["cli", "mov al, 0x34", "out 0x43, al", "mov al, 2", "out 0x40, al", "xor al, al", "out 0x40, al",
+            "mov al, 0xfe", "out 0x21, al", "mov ecx, 20", "w: out 0x80, al", "dec ecx", "jnz w",
+            f"mov {{di}}, {H.DATA + 0x10000:#x}", f"mov ecx, {60 * STRING_CHUNK}", "mov dx, 0x80", "rep insb",
+            "mov {si}, {after}", "call puts"]
+    guest, out = tmp_path / "ifwatch.elf", tmp_path / "ifwatch.pv.elf"
+    guest.write_bytes(H.build(32, body).elf)
+    translate(guest, TranslateOptions(output=out))
+    native, pv = (run(p, limits=Limits(timeout_s=60)) for p in (guest, out))
+    assert (pv.console, pv.exit_status, pv.error) == (native.console, native.exit_status, None) \
+        == (b"hostile guest\nafter\n", 1, None)
+
+
+def test_string_io_denied_at_ring_3_faults_at_the_site(tmp_path: Path) -> None:
+    """rep outsb at ring 3 with IOPL 0 and no I/O bitmap: #GP(0) at the instruction before any element,
+    as in fullvirt (the string hypercall used to skip the I/O permission check)."""
+    import hostile_guests as H
+    tss = H.DATA + 0x600
+    limit, base = 0x67, tss
+    tss_lo = (limit & 0xFFFF) | (base & 0xFFFF) << 16
+    tss_hi = (base >> 16) & 0xFF | 0x89 << 8 | (limit >> 16 & 0xF) << 16 | (base >> 24) << 24
+    body = ["lea eax, [gp]", f"mov word ptr [{H.IDT + 13 * 8:#x}], ax", "shr eax, 16",
+            f"mov word ptr [{H.IDT + 13 * 8 + 6:#x}], ax",
+            f"mov dword ptr [{H.GDT + 0x20:#x}], 0x0000ffff", f"mov dword ptr [{H.GDT + 0x24:#x}], 0x00cffa00",
+            f"mov dword ptr [{H.GDT + 0x28:#x}], 0x0000ffff", f"mov dword ptr [{H.GDT + 0x2c:#x}], 0x00cff200",
+            f"mov dword ptr [{H.GDT + 0x30:#x}], {tss_lo:#x}", f"mov dword ptr [{H.GDT + 0x34:#x}], {tss_hi:#x}",
+            f"mov word ptr [{H.GDTR:#x}], 0x37", f"lgdt [{H.GDTR:#x}]",
+            f"mov dword ptr [{tss + 4:#x}], {H.STACK_TOP:#x}", f"mov dword ptr [{tss + 8:#x}], 0x10",
+            f"mov word ptr [{tss + 0x66:#x}], 0x68", "mov ax, 0x30", "ltr ax",
+            "push 0x2b", f"push {H.STACK_TOP - 0x1000:#x}", "push 0x2", "push 0x23", "lea eax, [r3]", "push eax",
+            "iretd",
+            "r3:", "mov ax, 0x2b", "mov ds, ax", "mov es, ax", f"mov esi, {H.STRINGS:#x}", "mov ecx, 3",
+            "mov dx, 0x80", "rep outsb", "mov dx, 0x3f8", "mov al, 0x41", "out dx, al", "spin3: jmp spin3",
+            "gp: mov ebx, [esp + 4]", "shr ebx, 8", "call puthex8", "mov ebx, [esp + 4]", "call puthex8",
+            "mov ebx, [esp]", "call puthex8", "mov eax, 0x0d", "jmp exit"]     # prints EIP[15:0], error code
+    guest, out = tmp_path / "ring3.elf", tmp_path / "ring3.pv.elf"
+    guest.write_bytes(H.build(32, body).elf)
+    translate(guest, TranslateOptions(output=out))
+    from vmm.vcpu import Limits
+    fullvirt = run(guest, mode="fullvirt", limits=Limits(timeout_s=10))
+    pv = run(out, limits=Limits(timeout_s=10))
+    assert fullvirt.exit_status == 2 * 0x0D + 1 and fullvirt.error is None
+    assert (pv.console, pv.exit_status, pv.error) == (fullvirt.console, fullvirt.exit_status, None)
+
+
+@pytest.mark.parametrize("raw, form", [(b"\xee", (False, 1, None, 1)), (b"\x66\xef", (False, 2, None, 2)),
+                                       (b"\xed", (True, 4, None, 1)), (b"\xe4\x71", (True, 1, 0x71, 2)),
+                                       (b"\x66\x48\xed", (True, 4, None, 3)), (b"\x48\xe7\x80", (False, 4, 0x80, 3)),
+                                       (b"\xf3\x6e", None), (b"\xcc", None), (b"\xec\x90", None)])
+def test_port_form_of_a_trap_sites_original(raw: bytes, form) -> None:
+    """(in?, size, immediate port, length): 0x66 makes it 16-bit unless REX.W (32-bit) overrides it."""
+    from vmm.pv import _port_form
+    assert _port_form(raw) == form

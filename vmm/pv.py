@@ -103,7 +103,8 @@ def _port_form(raw: bytes) -> tuple[bool, int, int | None, int] | None:
     imm = op in (0xE4, 0xE5, 0xE6, 0xE7)
     if not imm and op not in (0xEC, 0xED, 0xEE, 0xEF) or len(raw) != k + 1 + imm:
         return None
-    size = 1 if not op & 1 else 2 if raw[:1] == b"\x66" else 4
+    rex_w = k > (raw[:1] == b"\x66") and raw[k - 1] & 8          # REX.W overrides 0x66: 32-bit
+    size = 1 if not op & 1 else 2 if raw[:1] == b"\x66" and not rex_w else 4
     return not op & 2, size, raw[k + 1] if imm else None, len(raw)
 
 
@@ -200,8 +201,9 @@ class PvMode:
         self._window_ends = [end for _start, end in windows]
         self.vcpu.interrupts_enabled = self.accepts_interrupts
         # the int 0x82 of every lowering (not trap sites): the hypercalls in_hook may carry out
+        # (save-area points only: a lowering that pushed registers pops them itself after its int 0x82)
         self._fast_points = {va: p for va, p in self.table.points.items()
-                             if not p.access and va in self.table.hypercalls
+                             if not p.access and p.in_save_area and va in self.table.hypercalls
                              and (site := self.table.sites.get(self.table.hypercalls[va])) is not None
                              and not (site.is_trap and site.site_va == va)}
         self.vcpu.software_interrupt = self._make_in_hook()
@@ -464,8 +466,8 @@ class PvMode:
         what it touches: it runs once per port access of the guest."""
         points = self._fast_points
         hypercall_vas = self.table.hypercalls
-        # int 0x82 address -> (saved in the save area, GPR indexes of the registers set aside, the point)
-        plans = {va: (p.in_save_area, tuple(abi.unwind_index(n) for n in p.saved), p) for va, p in points.items()}
+        # int 0x82 address -> (GPR indexes of the registers set aside in the save area, the point)
+        plans = {va: (tuple(abi.unwind_index(n) for n in p.saved), p) for va, p in points.items()}
         area = (ctypes.c_uint64 * len(abi.UNWIND_REGISTERS)).from_address(self.ram.host_address + self._save_area_pa)
         vcpu = self.vcpu
         counts = vcpu.hypercalls
@@ -522,22 +524,20 @@ class PvMode:
                 return False
             kind, size, name, keep = call
             if kind >= _STRING_IN:
-                return self._string_in_hook(kind == _STRING_IN, name, hc_va, plan[2], view, bits)
+                return self._string_in_hook(kind == _STRING_IN, name, hc_va, plan[1], view, bits)
             counts[name] += 1
             args = arg_index[bits]
             if kind == _PORT_IN:
                 value = vcpu.port_in(None, gpr[args[0]] & 0xFFFF, size, None) & ((1 << 8 * size) - 1)
             else:
                 vcpu.port_out(None, gpr[args[0]] & 0xFFFF, size, gpr[args[1]] & ((1 << 8 * size) - 1), None)
-            in_save_area, saved, point = plan
-            if in_save_area and bits == 64:
+            saved = plan[0]
+            if bits == 64:
                 for i in saved:
                     gpr[i] = area[i]
-            elif in_save_area:
+            else:
                 for i in saved:
                     gpr[i] = (gpr[i] & low32) | (area[i] & 0xFFFFFFFF)
-            else:
-                self._restore_in_view(point, view, bits, ())
             if kind == _PORT_IN:              # in al / ax: the low bytes; in eax: zero-extends in 64-bit code
                 gpr[0] = (gpr[0] & (keep if keep or bits == 64 else low32)) | value
             if store is not None:
@@ -577,24 +577,14 @@ class PvMode:
         return True
 
     def _restore_in_view(self, point: abi.HypercallPoint, view: CpuView, bits: int, keep: tuple[str, ...]) -> None:
-        """``_restore_saved`` on the registers of ``view``."""
+        """``_restore_saved`` on the registers of ``view`` (a save-area point: ``_fast_points``)."""
         gpr = view.gpr
         word = 8 if bits == 64 else 4
-        if point.in_save_area:
-            area = self.ram.view[self._save_area_pa:self._save_area_pa + 8 * len(abi.UNWIND_REGISTERS)]
-            for name in point.saved:
-                if name not in keep:
-                    i = abi.unwind_index(name)
-                    gpr[i] = _merge(gpr[i], int.from_bytes(area[8 * i:8 * i + word], "little"), bits)
-            return
-        sp = gpr[4]
-        mem = LinearMemory(self.ram, self.cpu.paging())
-        values = [(name, mem.read(sp + word * k, word)) for k, name in enumerate(reversed(point.saved))]
-        gpr[4] = (sp + word * len(point.saved)) & ((1 << 64) - 1)
-        for name, raw in values:
+        area = self.ram.view[self._save_area_pa:self._save_area_pa + 8 * len(abi.UNWIND_REGISTERS)]
+        for name in point.saved:
             if name not in keep:
                 i = abi.unwind_index(name)
-                gpr[i] = _merge(gpr[i], int.from_bytes(raw, "little"), bits)
+                gpr[i] = _merge(gpr[i], int.from_bytes(area[8 * i:8 * i + word], "little"), bits)
 
     # --- hypercalls ------------------------------------------------------------------------------------
     def _hypercall(self, hc_va: int) -> None:
@@ -746,6 +736,9 @@ class PvMode:
 
     def _string(self, inbound: bool, port: int, element_size: int, count: int, buffer_va: int, flags: int):
         hc_va, bits, conv = self._ctx
+        if self.vcpu._user_mode_seen and not self.vcpu._io_permitted(port & 0xFFFF, element_size):
+            self._fault(Event(GP, EventKind.EXCEPTION, 0))   # denied by IOPL / the TSS bitmap, before any element
+            return
         index, rcx, left, _moved, fault = self._string_chunk(hc_va, bits, inbound, port, element_size, count,
                                                              buffer_va, flags, self.cpu.segment_base)
         if left and fault is None and self.vcpu.exit_status is None and self.vcpu._hook_error is None:

@@ -188,7 +188,7 @@ class Recorder:
 
     def _stack_seen(self, pc: int, sp: int) -> None:
         sp = self.address_map.stack_pointer(pc, sp, self._word())
-        self.slice_sp.setdefault(sp >> 12, sp)
+        self.slice_sp.setdefault((sp - 1) >> 12, sp)          # rule 4 leaves out the page below sp
 
     def __len__(self) -> int:
         return len(self.events) // WIDTH

@@ -189,7 +189,8 @@ class Vcpu:
         if self.fault_flags is None:
             return
         pc = self.cpu.pc
-        if vector == PF and 0 <= self.uc.reg_read(X.UC_X86_REG_CR2) - pc < 16:
+        linear = (self.cpu.segment_base("cs") + pc) & (0xFFFFFFFF if not self.cpu.long_mode() else (1 << 64) - 1)
+        if vector == PF and 0 <= self.uc.reg_read(X.UC_X86_REG_CR2) - linear < 16:
             return                                # fetching the instruction faulted: its hook never ran
         flags = self.fault_flags(pc)
         if flags is not None:
@@ -381,6 +382,9 @@ class Vcpu:
                 self._halt()
             if self.pv is None or self.pv.resuming is None:    # not inside an unfinished string I/O
                 self._take_interrupt()
+            elif self._give_up_if_watch:          # the IF watch gave up at a round's int 0x82: there too
+                self._give_up_if_watch = False
+                self._disarm_if_watch(give_up=True)
             if self.stack_watch is not None:
                 self.stack_watch(self.cpu.pc, self.cpu.sp)
         self._disarm_if_watch()
