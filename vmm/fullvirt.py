@@ -22,7 +22,10 @@ flags are not brought up to date around the hook's call): an exception the instr
 a helper (#UD of ``mov dr4``, #PF of ``smsw m16``, ...) is taken with stale flags, and a ``rep``
 string instruction loses AF after its first element. The hook reads EFLAGS, still right there, so
 that the vCPU puts them back before it delivers the instruction's fault (``flags_before_fault``),
-and writes them back itself at the last entry of a ``rep`` it has seen run from its first.
+and writes them back itself at the last entry of a ``rep`` it has seen run from its first. The read
+costs ~0.6 us, twice the exit itself, so it is skipped at ring 0 for the register forms that cannot
+fault there (``QUIET_AT_RING0``: cli, sti, port in/out, pushf/popf, ...; the CPL from the vCPU's
+``CpuView``).
 """
 from __future__ import annotations
 
@@ -32,13 +35,14 @@ from collections import Counter
 from types import MappingProxyType
 from typing import Callable
 
+from capstone.x86_const import X86_OP_MEM
 from unicorn import UC_HOOK_CODE
 from unicorn import x86_const as X
 
 from pvtranslate.catalog import ENTRIES, Form, Privilege
 
 from . import deprivileged
-from .cpu import Cpu
+from .cpu import Cpu, CpuView
 from .discover import SensitiveSite
 from .memory import GuestRam
 from .rawhooks import CODE_CFUNC, add_raw_hook
@@ -56,12 +60,21 @@ TRAP: MappingProxyType = MappingProxyType(
 if not deprivileged.covers(n for n, h in TRAP.items() if h is Handling.DEPRIVILEGED):
     raise ImportError("vmm.fullvirt: a sensitive-unprivileged catalog entry has no deprivileged handling")
 _MISSING = object()
+# entries that raise no exception at CPL 0 in their register forms (no memory operand); and pushf/popf,
+# whose only one there, a #PF on the kernel's own stack, is fatal to it (so their frame keeps Unicorn's flags)
+QUIET_AT_RING0 = frozenset({
+    "pushf16", "pushfd", "pushfq", "popf16", "popfd", "popfq",
+    "cli", "sti", "hlt", "clts", "cpuid", "rdtsc", "wbinvd", "invd", "lmsw", "smsw", "str", "sldt",
+    "lar", "lsl", "verr", "verw", "mov.from.cr0", "mov.from.cr2", "mov.from.cr3", "mov.from.cr4", "mov.from.cr8",
+    "mov.from.dr0", "mov.from.dr1", "mov.from.dr2", "mov.from.dr3", "mov.from.dr6", "mov.from.dr7",
+    "mov.from.cs", "mov.from.ds", "mov.from.es", "mov.from.fs", "mov.from.gs", "mov.from.ss",
+    *(f"{d}{w}.{p}" for d in ("in", "out") for w in (8, 16, 32) for p in ("dx", "imm8"))})
 
 
 class _Armed:
     """One hooked site in one code mode: how it is handled and how often it ran."""
 
-    __slots__ = ("site", "handling", "run", "count_mask", "hits")
+    __slots__ = ("site", "handling", "run", "count_mask", "hits", "quiet")
 
     def __init__(self, site: SensitiveSite, handling: Handling, run: Callable[[], None] | None) -> None:
         self.site = site
@@ -70,13 +83,19 @@ class _Armed:
         # rep ins/outs: the count register's width; an entry with it at 0 moves no element, no exit
         self.count_mask = (1 << 8 * site.insn.addr_size) - 1 if site.entry.form is Form.STRING_REP else 0
         self.hits = 0
+        # cannot fault at CPL 0: no need to keep the flags for a fault's frame
+        self.quiet = site.entry.name in QUIET_AT_RING0 and not any(
+            op.type == X86_OP_MEM for op in (site.insn.operands if site.insn is not None else ()))
 
 
 class SiteHooks:
     """The per-site code hooks of fullvirt or trap mode (a discovery listener) and the exit counts."""
 
-    def __init__(self, trap: bool, cpu: Cpu, ram: GuestRam, fail: Callable[[BaseException], None]) -> None:
+    def __init__(self, trap: bool, cpu: Cpu, ram: GuestRam, fail: Callable[[BaseException], None],
+                 view: CpuView | None = None) -> None:
         self.table = TRAP if trap else FULLVIRT
+        # the live hidden flags (CPL in bits 0-1), or None: then every site keeps its flags
+        self._hflags = view.hflags_cell if view is not None and view.live else None
         self.cpu = cpu
         self.uc = cpu.uc
         self.ram = ram
@@ -136,33 +155,40 @@ class SiteHooks:
     # --- the exit ----------------------------------------------------------------------------------------
     def _on_code(self, _handle, address: int, _size: int, _ud) -> None:
         try:
-            before, self._flags_at = self._flags_at, None
             armed = self._dispatch.get(address, _MISSING)
             if armed is None:
                 armed = self._slots[address].get(self.cpu.code_bits())
-                if armed is None:
-                    return
-            elif armed is _MISSING:
+            if armed is None or armed is _MISSING:
+                self._flags_at = None
                 return
-            read = self.cpu._fast_read
-            if armed.count_mask:
-                count = read(X.UC_X86_REG_RCX) & armed.count_mask
-                if count:
-                    armed.hits += 1
-                again = self._rep_next == (address, count)       # an element after the first: flags stale
-                flags = before[1] if again and before is not None else read(X.UC_X86_REG_EFLAGS)
-                self._rep_next = (address, count - 1) if count else None
-                if again and not count:
-                    self.cpu._fast_write(X.UC_X86_REG_EFLAGS, flags)
-            else:
+            if not armed.count_mask:
                 armed.hits += 1
-                flags = read(X.UC_X86_REG_EFLAGS)
                 self._rep_next = None
-            self._flags_at = (address, flags)
+                hflags = self._hflags
+                if armed.quiet and hflags is not None and not hflags.value & 3:
+                    self._flags_at = None
+                else:
+                    self._flags_at = (address, self.cpu._fast_read(X.UC_X86_REG_EFLAGS))
+            else:
+                self._rep_entry(armed, address)
             if armed.run is not None:
                 armed.run()
         except BaseException as exc:          # noqa: BLE001 - never unwind through the C engine
             self.fail(exc)
+
+    def _rep_entry(self, armed: _Armed, address: int) -> None:
+        """A rep string site, entered once per element and once more with the count at 0."""
+        read = self.cpu._fast_read
+        count = read(X.UC_X86_REG_RCX) & armed.count_mask
+        if count:
+            armed.hits += 1
+        before = self._flags_at
+        again = self._rep_next == (address, count) and before is not None   # after the first: flags stale
+        flags = before[1] if again else read(X.UC_X86_REG_EFLAGS)
+        self._rep_next = (address, count - 1) if count else None
+        if again and not count:
+            self.cpu._fast_write(X.UC_X86_REG_EFLAGS, flags)
+        self._flags_at = (address, flags)
 
     def flags_before_fault(self, pc: int) -> int | None:
         """EFLAGS before the site at ``pc``, if an exception the vCPU is taking there was raised by it."""

@@ -94,7 +94,7 @@ def install(machine, requested: Mode | str | None) -> ModeState:
     elif mode is Mode.NATIVE:
         listener = IoBoundaries(machine.uc)
     else:
-        hooks = SiteHooks(mode is Mode.TRAP, machine.cpu, machine.ram, fail)
+        hooks = SiteHooks(mode is Mode.TRAP, machine.cpu, machine.ram, fail, vcpu.cpu_view)
         listener = Both(hooks, IoBoundaries(machine.uc))
         vcpu.fault_flags = hooks.flags_before_fault
         if mode is Mode.TRAP:
