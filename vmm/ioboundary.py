@@ -12,18 +12,53 @@ the block (irq32 and irq64 read the PIT twice more before their timer interrupt,
 
 The callback is C's ``abs`` (libc): Unicorn calls it with the hook's four arguments, it reads one
 and returns, and nothing is done with its result; a Python callback would cost ~0.3 us per I/O.
+
+A code hook has a price in Unicorn 2.1.4: an exception the hooked instruction raises is delivered
+with stale arithmetic flags (vmm/fullvirt.py). So only an instruction that cannot raise one gets
+the hook (``cannot_fault``: register operands only, from a list of ALU, move and branch mnemonics);
+after any other, the interrupt waits for the end of the block as before (fuzz seed 370: ``out;
+pop ds`` faulting with #GP showed flags 0x2 for 0x13).
 """
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
 
+import capstone
+import capstone.x86_const
+
 from unicorn import UC_HOOK_CODE
 
 from pvtranslate.catalog import Form
 
 from .discover import SensitiveSite
+from .errors import OutsideRam
+from .memory import LinearMemory, PageFault
 from .rawhooks import CODE_CFUNC, add_raw_hook
+
+_SAFE = frozenset(
+    "mov movzx movsx movsxd add adc sub sbb and or xor cmp test inc dec neg not shl sal shr sar rol ror rcl "
+    "rcr shld shrd lea nop xchg bt bts btr btc bsf bsr bswap cbw cwde cdqe cwd cdq cqo clc stc cmc cld std "
+    "jmp in out".split()) | frozenset(
+    p + c for p in ("j", "set", "cmov") for c in "o no b ae e ne be a s ns p np l ge le g".split()) | frozenset(
+    ("jcxz", "jecxz", "jrcxz"))
+_SPECIAL = frozenset(capstone.x86_const.__dict__[f"X86_REG_{r}"] for r in
+                     ["CS", "DS", "ES", "FS", "GS", "SS"] + [f"CR{n}" for n in range(16)] + [f"DR{n}" for n in range(16)])
+_DECODERS = {bits: capstone.Cs(capstone.CS_ARCH_X86, mode) for bits, mode in
+             ((16, capstone.CS_MODE_16), (32, capstone.CS_MODE_32), (64, capstone.CS_MODE_64))}
+for _md in _DECODERS.values():
+    _md.detail = True
+
+
+def cannot_fault(code: bytes, va: int, bits: int) -> bool:
+    """Whether the instruction at the start of ``code`` can raise no exception at CPL 0: an ALU, move or
+    branch mnemonic of ``_SAFE`` with register and immediate operands only (no memory, no segment,
+    control or debug register), or ``lea``."""
+    insn = next(_DECODERS[bits].disasm(code, va, 1), None)
+    if insn is None or insn.mnemonic not in _SAFE or insn.prefix[0] == 0xF0:    # lock without memory: #UD
+        return False
+    return insn.mnemonic == "lea" or all(op.type == capstone.x86_const.X86_OP_IMM
+               or (op.type == capstone.x86_const.X86_OP_REG and op.reg not in _SPECIAL) for op in insn.operands)
 
 PORT_FORMS = frozenset({Form.PORT_IMM8, Form.PORT_DX, Form.STRING_ONCE, Form.STRING_REP})
 
@@ -43,8 +78,10 @@ _NOOP = _c_noop()
 class IoBoundaries:
     """A discovery listener: a no-op code hook on the instruction after each port I/O instruction."""
 
-    def __init__(self, uc) -> None:
-        self.uc = uc
+    def __init__(self, cpu, ram) -> None:
+        self.uc = cpu.uc
+        self.cpu = cpu
+        self.ram = ram
         self._hooked: set[int] = set()
 
     def block_scanned(self, lo: int, hi: int, bits: int, sites: list[SensitiveSite]) -> bool:
@@ -53,9 +90,14 @@ class IoBoundaries:
             after = site.next_va
             # the last instruction of a block needs none: the next block starts with the check
             if site.entry.form in PORT_FORMS and after < hi and after not in self._hooked:
-                add_raw_hook(self.uc, UC_HOOK_CODE, _NOOP, after, after)
-                self._hooked.add(after)
-                changed = True
+                try:
+                    code = LinearMemory(self.ram, self.cpu.paging()).read(after, min(15, hi - after))
+                except (PageFault, OutsideRam):
+                    continue
+                if cannot_fault(code, after, bits):
+                    add_raw_hook(self.uc, UC_HOOK_CODE, _NOOP, after, after)
+                    self._hooked.add(after)
+                    changed = True
         return changed
 
 

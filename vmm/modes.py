@@ -92,10 +92,10 @@ def install(machine, requested: Mode | str | None) -> ModeState:
         escape_log = listener = EscapeLog(_translator_pa(machine), frozenset(machine.pv.resume_in))
         ignore_step = lambda pc: pc in table.sites or pc in table.hypercalls   # noqa: E731 - pv steps its own code
     elif mode is Mode.NATIVE:
-        listener = IoBoundaries(machine.uc)
+        listener = IoBoundaries(machine.cpu, machine.ram)
     else:
         hooks = SiteHooks(mode is Mode.TRAP, machine.cpu, machine.ram, fail, vcpu.cpu_view)
-        listener = Both(hooks, IoBoundaries(machine.uc))
+        listener = Both(hooks, IoBoundaries(machine.cpu, machine.ram))
         vcpu.fault_flags = hooks.flags_before_fault
         if mode is Mode.TRAP:
             vcpu.cpuid = None                  # the host CPU answers (the engine's own CPUID)
