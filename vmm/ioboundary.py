@@ -5,9 +5,9 @@ DESIGN.md ("Time and interrupts must not depend on the mode") places such a deli
 event: pv mode takes it right after the hypercall (an ``int 0x82`` ends the engine's block). A port
 hook runs inside the engine in the middle of a translated block, and its ``emu_stop`` takes effect
 only where the generated code next checks for a stop request: at the start of the next block, or
-right after a code-hook call. So, as discovery (vmm/discover.py) scans each new block, every
-instruction that follows a port I/O instruction inside it gets a code hook, and a stop requested by
-the I/O is taken there, before that instruction runs. Without them native mode ran on to the end of
+right after a code-hook call. So, as discovery (vmm/discover.py) scans each new block, the
+instruction that follows a port I/O instruction inside it gets a code hook (if it cannot fault: see
+below), and a stop requested by the I/O is taken there, before that instruction runs. Without them native mode ran on to the end of
 the block (irq32 and irq64 read the PIT twice more before their timer interrupt, pv did not).
 
 The callback is C's ``abs`` (libc): Unicorn calls it with the hook's four arguments, it reads one
