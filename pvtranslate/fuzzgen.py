@@ -46,9 +46,9 @@ the instruction, on the byte after it, or on the instruction just before it.
 from __future__ import annotations
 
 import functools
+import io
 import random
 import re
-import struct
 from collections import Counter
 from dataclasses import dataclass, replace
 from typing import Callable, Iterable
@@ -56,6 +56,7 @@ from typing import Callable, Iterable
 import capstone
 
 from pvtranslate import guestgen as gg
+from pvtranslate.elfwrite import read_layout
 from pvtranslate.guestgen import CaseSpec, Context, Guest, Weave, build_guest, entries_for, variants_for
 
 __all__ = ["Piece", "FuzzCase", "FuzzProgram", "program", "landings", "SiteProfile", "site_profile",
@@ -899,19 +900,9 @@ def program(seed: int, bits: int | None = None, cases: int | None = None) -> Fuz
 
 def _text_of_elf(elf: bytes, va: int) -> tuple[int, bytes]:
     """The bytes of the PT_LOAD holding ``va``: (segment vaddr, data)."""
-    is64 = elf[4] == 2
-    if is64:
-        phoff, phentsize, phnum = struct.unpack_from("<Q", elf, 32)[0], *struct.unpack_from("<HH", elf, 54)
-    else:
-        phoff, phentsize, phnum = struct.unpack_from("<I", elf, 28)[0], *struct.unpack_from("<HH", elf, 42)
-    for i in range(phnum):
-        off = phoff + i * phentsize
-        if is64:
-            typ, _flags, foff, vaddr, _pa, fsz = struct.unpack_from("<IIQQQQ", elf, off)
-        else:
-            typ, foff, vaddr, _pa, fsz = struct.unpack_from("<IIIII", elf, off)
-        if typ == 1 and vaddr <= va < vaddr + fsz:
-            return vaddr, elf[foff:foff + fsz]
+    for h in read_layout(io.BytesIO(elf)).loads:
+        if h.vaddr <= va < h.vaddr + h.filesz:
+            return h.vaddr, elf[h.offset:h.offset + h.filesz]
     raise ValueError(f"no PT_LOAD holds {va:#x}")
 
 

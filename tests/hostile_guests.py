@@ -13,11 +13,13 @@ translate in every one of them.
 """
 from __future__ import annotations
 
+import io
 import struct
 from dataclasses import dataclass
 
 import keystone
 
+from pvtranslate.elfwrite import read_layout
 from pvtranslate.guestgen import _elf, _pvh_note, _Section
 
 TEXT = 0x100000                      # the PVH note, then the code
@@ -268,18 +270,7 @@ def build(bits: int, body: list[str]) -> HostileGuest:
 
 def params_offset(elf: bytes) -> int:
     """File offset of PARAMS in a guest (or its translation): through the PT_LOAD that maps DATA."""
-    is64 = elf[4] == 2
-    phoff, phentsize, phnum = (struct.unpack_from("<QHH", elf, 32)[0], *struct.unpack_from("<HH", elf, 54)) \
-        if is64 else (struct.unpack_from("<I", elf, 28)[0], *struct.unpack_from("<HH", elf, 42))
-    for i in range(phnum):
-        base = phoff + i * phentsize
-        if is64:
-            p_type, _f, off, va, _pa, filesz = struct.unpack_from("<IIQQQQ", elf, base)
-        else:
-            p_type, off, va, _pa, filesz = struct.unpack_from("<IIIII", elf, base)
-        if p_type == 1 and va <= PARAMS < va + filesz:
-            return off + PARAMS - va
-    raise LookupError("no segment maps the parameter block")
+    return read_layout(io.BytesIO(elf)).file_offset(PARAMS, 16 * 8)
 
 
 def with_params(elf: bytes, values: dict[int, int]) -> bytes:

@@ -125,6 +125,11 @@ def segment_layout() -> SegmentLayout:
     return layout
 
 
+# the 16 general registers in hardware order (rax, rcx, rdx, rbx, rsp, rbp, rsi, rdi, r8-r15)
+GPRS = tuple(getattr(X, "UC_X86_REG_" + name) for name in
+             ("RAX", "RCX", "RDX", "RBX", "RSP", "RBP", "RSI", "RDI", *(f"R{n}" for n in range(8, 16))))
+
+
 @dataclass(frozen=True)
 class RegisterLayout:
     """Byte offsets, inside a context blob, of the 16 general registers (hardware order) and RIP."""
@@ -137,9 +142,8 @@ class RegisterLayout:
 def register_layout() -> RegisterLayout:
     """Find the registers by experiment: write telltale values and look for them in a context blob."""
     uc = open_engine()
-    names = ("RAX", "RCX", "RDX", "RBX", "RSP", "RBP", "RSI", "RDI") + tuple(f"R{n}" for n in range(8, 16))
-    for n, name in enumerate(names):
-        uc.reg_write(getattr(X, "UC_X86_REG_" + name), 0x5EED_0000_0000_0000 + n)
+    for n, reg in enumerate(GPRS):
+        uc.reg_write(reg, 0x5EED_0000_0000_0000 + n)
     uc.reg_write(X.UC_X86_REG_RIP, 0x5EED_0000_0000_00AA)
     blob = _context_bytes(uc)
     hits = [o for o in range(0, len(blob) - 7, 8) if struct.unpack_from("<Q", blob, o)[0] == 0x5EED_0000_0000_0000]
@@ -164,8 +168,7 @@ def live_registers(uc: Uc) -> int | None:
     left as they were."""
     if not sys.platform.startswith("linux"):
         return None
-    names = ("RAX", "RCX", "RDX", "RBX", "RSP", "RBP", "RSI", "RDI") + tuple(f"R{n}" for n in range(8, 16))
-    regs = [getattr(X, "UC_X86_REG_" + n) for n in names]
+    regs = list(GPRS)
     try:
         fd = os.open("/proc/self/mem", os.O_RDONLY)
     except OSError:
