@@ -173,6 +173,8 @@ _COND = frozenset(("jo", "jno", "jb", "jae", "je", "jne", "jbe", "ja", "js", "jn
 _PADDING = frozenset(("nop", "int3"))
 _RE_LEA_NOP = re.compile(r"^([a-z]+), \[\1\]$")  # gcc's i386 multi-byte nop: lea esi, [esi + eiz*1 + 0]
 _NEEDS_OPERAND_CHECK = frozenset(("mov", "push", "pop"))
+_NEEDS_OPERAND_CHECK_IDS = frozenset((capstone.x86_const.X86_INS_MOV, capstone.x86_const.X86_INS_PUSH,
+                                      capstone.x86_const.X86_INS_POP))
 _RE_UNOWNED = re.compile(rb"\x00+")          # owner bytes no instruction claimed
 _RE_SWEPT = re.compile(rb"\x03+")            # owner bytes claimed by the linear sweep
 _RE_GAP = re.compile(rb"[^\x01\x03]+")
@@ -500,7 +502,7 @@ class _Decoder:
                 where.append((ri, m.start(), m.end(), bits))
         if not ranges:
             return
-        results = sweep(ranges, _CANDIDATE_MNEMONICS, _NEEDS_OPERAND_CHECK)
+        results = sweep(ranges, CANDIDATE_IDS, _NEEDS_OPERAND_CHECK_IDS)
         masks = {ri: bytearray(len(self.regions[ri].data)) for ri in self.sweep_regions}
         swept_targets = []
         for (ri, lo, hi, bits), res in zip(where, results):

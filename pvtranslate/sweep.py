@@ -6,31 +6,62 @@ swept linearly in the kernel's bulk mode instead. The sweep keeps no instruction
 addresses of candidate sites (a superset: ``decode`` classifies them with detail), the direct
 branch targets and the number of instructions, so memory stays small on tens of megabytes.
 
+Speed: Capstone's ``cs_disasm`` decodes a chunk into its array of ``cs_insn`` structs, and the
+sweep reads that array in place with numpy (instruction ids, addresses, operand text) instead of
+making a Python tuple per instruction as ``disasm_lite`` does; only candidates and direct branches
+are looked at one by one. ctypes releases the GIL during ``cs_disasm``, so pieces are swept on
+threads, all cores at once, sharing the code bytes.
+
 Large gaps are cut into pieces at likely function starts (a 16-byte aligned address after int3
-padding) and swept in worker processes on all cores. A cut is only a guess: a piece is accepted
-when the sweep before it ended exactly at its start, which is what one serial sweep would have
-done; otherwise it is swept again from where the previous piece ended. Undecodable bytes are
-skipped one at a time and reported, as a serial sweep does.
+padding). A cut is only a guess: a piece is accepted when the sweep before it ended exactly at its
+start, which is what one serial sweep would have done; otherwise it is swept again from where the
+previous piece ended. Undecodable bytes are skipped one at a time and reported, as a serial sweep
+does.
 """
 from __future__ import annotations
 
-import multiprocessing
+import ctypes
 import os
 import re
 from array import array
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import capstone
+import numpy as np
+from capstone import x86_const as X
 
 PIECE_BYTES = 1 << 20          # work unit of the parallel sweep
-CHUNK_BYTES = 1 << 16          # Capstone decodes a whole buffer eagerly: feed it this much at a time
-PARALLEL_MIN_BYTES = 2 << 20   # below this the sweep runs in-process
+CHUNK_BYTES = 1 << 16          # one cs_disasm call decodes this much (its array: ~60 bytes per code byte)
+PARALLEL_MIN_BYTES = 2 << 20   # below this the sweep runs on the calling thread
 _MAX_INSN = 15
 
-_BRANCHES = frozenset(("jmp", "call", "jo", "jno", "jb", "jae", "je", "jne", "jbe", "ja", "js", "jns", "jp",
-                       "jnp", "jl", "jge", "jle", "jg", "loop", "loope", "loopne", "jcxz", "jecxz", "jrcxz"))
-_SREG_WORDS = re.compile(r"\b(cr\d+|dr\d|[c-gs]s)\b(?!:)")  # not a segment override (gs:[...])
+_CS_MODE = {16: capstone.CS_MODE_16, 32: capstone.CS_MODE_32, 64: capstone.CS_MODE_64}
+BRANCH_IDS = frozenset((X.X86_INS_JMP, X.X86_INS_CALL, X.X86_INS_JO, X.X86_INS_JNO, X.X86_INS_JB, X.X86_INS_JAE,
+                        X.X86_INS_JE, X.X86_INS_JNE, X.X86_INS_JBE, X.X86_INS_JA, X.X86_INS_JS, X.X86_INS_JNS,
+                        X.X86_INS_JP, X.X86_INS_JNP, X.X86_INS_JL, X.X86_INS_JGE, X.X86_INS_JLE, X.X86_INS_JG,
+                        X.X86_INS_LOOP, X.X86_INS_LOOPE, X.X86_INS_LOOPNE, X.X86_INS_JCXZ, X.X86_INS_JECXZ,
+                        X.X86_INS_JRCXZ))
+_SENSITIVE_OPERAND = re.compile(rb"\b(cr\d+|dr\d|[c-gs]s)\b(?!:)")  # not a segment override (gs:[...])
+
+# cs_insn read in place: field offsets from the binding's own ctypes struct
+_INSN = capstone._cs_insn
+_ITEM = ctypes.sizeof(_INSN)
+_ID, _ADDRESS, _SIZE = _INSN.id.offset, _INSN.address.offset, _INSN.size.offset
+_BYTES, _OP_STR = _INSN.bytes.offset, _INSN.op_str.offset
+_INSN_DTYPE = np.dtype({"names": ["id", "address", "size"], "formats": ["<u4", "<u8", "<u2"],
+                        "offsets": [_ID, _ADDRESS, _SIZE], "itemsize": _ITEM})
+
+# Opcode bytes (after prefixes) whose mov/push/pop forms only name general registers, memory or an
+# immediate; every other form of an operand-checked mnemonic gets its operand text looked at.
+_PREFIX = np.zeros(256, np.bool_)
+_PREFIX[[0x26, 0x2E, 0x36, 0x3E, 0x64, 0x65, 0x66, 0x67, 0xF0, 0xF2, 0xF3, *range(0x40, 0x50)]] = True
+_PLAIN_OPCODE = np.zeros(256, np.bool_)
+_PLAIN_OPCODE[[*range(0x88, 0x8C), *range(0xA0, 0xA4), *range(0xB0, 0xC0), 0xC6, 0xC7,    # mov
+               *range(0x50, 0x60), 0x68, 0x6A, 0xFF, 0x8F]] = True                        # push, pop
+_HEX = np.full(256, 0xFF, np.uint8)   # hex digit value; 0xFF: not a digit
+_HEX[np.frombuffer(b"0123456789abcdef", np.uint8)] = np.arange(16, dtype=np.uint8)
+_HEX_DIGITS = 16
 
 
 @dataclass
@@ -47,51 +78,112 @@ class SweepResult:
     earliest_tail: int = 0                                 # start of the 3rd-last instruction swept
 
 
-# Set in the parent before the workers fork; read by them (no pickling of the code bytes).
-_CODE: dict[int, tuple[int, bytes]] = {}
+@dataclass(frozen=True)
+class _Kinds:
+    """Per Capstone instruction id: 0 nothing, 1 direct-branch candidate, 2 site candidate,
+    3 site candidate only if an operand names a control, debug or segment register."""
+
+    table: np.ndarray
+
+    @classmethod
+    def of(cls, candidates: frozenset[int], operand_checked: frozenset[int]) -> _Kinds:
+        table = np.zeros(X.X86_INS_ENDING + 1, np.uint8)
+        table[list(BRANCH_IDS)] = 1
+        table[list(candidates)] = 2
+        table[list(operand_checked & candidates)] = 3
+        return cls(table)
 
 
-def sweep_range(key: int, start: int, end: int, bits: int, candidates: frozenset[str],
-                operand_checked: frozenset[str]) -> SweepResult:
-    """Sweep [start, end) of the code registered under ``key``; the last instruction may run past end."""
-    base, data = _CODE[key]
-    md = capstone.Cs(capstone.CS_ARCH_X86, {16: capstone.CS_MODE_16, 32: capstone.CS_MODE_32,
-                                            64: capstone.CS_MODE_64}[bits])
+class _Decoder:
+    """One Capstone handle (one per thread: a handle is not shared) and the chunk it last decoded."""
+
+    def __init__(self, bits: int):
+        self.md = capstone.Cs(capstone.CS_ARCH_X86, _CS_MODE[bits])
+        self._all = ctypes.POINTER(_INSN)()
+
+    def decode(self, data: bytearray, off: int, length: int, va: int) -> tuple[int, np.ndarray | None]:
+        """Decode data[off:off+length] at va: (count, the cs_insn array as raw bytes rows) until free()."""
+        code = (ctypes.c_char * length).from_buffer(data, off)
+        n = capstone._cs.cs_disasm(self.md.csh, code, length, va, 0, ctypes.byref(self._all))
+        if n <= 0:
+            return 0, None
+        raw = (ctypes.c_uint8 * (n * _ITEM)).from_address(ctypes.addressof(self._all.contents))
+        return n, np.frombuffer(raw, np.uint8).reshape(n, _ITEM)
+
+    def free(self, n: int) -> None:
+        if n > 0:
+            capstone._cs.cs_free(self._all, n)
+
+
+def _targets(rows: np.ndarray, out: array) -> None:
+    """Append the targets of the direct branches among ``rows`` (operand text "0x<hex>") to ``out``."""
+    op = rows[:, _OP_STR:_OP_STR + 2 + _HEX_DIGITS + 1]
+    rows_direct = (op[:, 0] == ord("0")) & (op[:, 1] == ord("x"))
+    if not rows_direct.any():
+        return
+    digits = _HEX[op[rows_direct, 2:]]
+    is_digit = digits != 0xFF
+    length = np.argmin(is_digit, axis=1)            # digits before the first non-digit
+    terminated = op[rows_direct, 2:][np.arange(len(length)), length] == 0
+    value = np.zeros(len(length), np.uint64)
+    for k in range(_HEX_DIGITS):
+        take = k < length
+        value = np.where(take, value * np.uint64(16) + digits[:, k].astype(np.uint64), value)
+    out.frombytes(value[terminated].astype("<u8").tobytes())  # not terminated: not one number (a far pointer)
+
+
+def sweep_range(data: bytearray, base: int, start: int, end: int, bits: int, kinds: _Kinds,
+                decoder: _Decoder | None = None) -> SweepResult:
+    """Sweep [start, end) of ``data`` (mapped at ``base``); the last instruction may run past end."""
+    dec = decoder or _Decoder(bits)
     res = SweepResult(start, start)
     cands, windows, targets, invalid = res.candidates, res.windows, res.targets, res.invalid
     count = 0
     va = start
-    p1 = p2 = p3 = start  # starts of the last three instructions (the planner may displace them)
+    last3 = [start, start, start]  # starts of the last three instructions (the planner may displace them)
     limit = min(end, base + len(data))
-    search = _SREG_WORDS.search
+    table = kinds.table
     while va < limit:
         off = va - base
         stop = min(off + CHUNK_BYTES, limit - base)
-        buf = data[off:min(stop + _MAX_INSN, len(data))]
-        stop_va = base + stop
-        nxt = va
-        for a, size, mn, op in md.disasm_lite(buf, va):
-            if a >= stop_va:
-                break
-            count += 1
-            nxt = a + size
-            if " " in mn:
-                mn = mn.rsplit(" ", 1)[-1]
-            if mn in _BRANCHES:
-                if op[:2] == "0x":
-                    targets.append(int(op, 16))
-            elif mn in candidates and (mn not in operand_checked or search(op)):
-                cands.append(a)
-                windows.append(p3)
-            p3, p2, p1 = p2, p1, a
-        if nxt == va:                  # undecodable byte: skip it, as a serial sweep does
-            invalid.append(va)
-            nxt = va + 1
-            p1 = p2 = p3 = nxt
-        va = nxt
+        n, rows = dec.decode(data, off, min(stop + _MAX_INSN, len(data)) - off, va)
+        try:
+            if n == 0:                 # undecodable byte: skip it, as a serial sweep does
+                invalid.append(va)
+                va += 1
+                last3 = [va, va, va]
+                continue
+            insns = rows.view(_INSN_DTYPE)[:, 0]
+            addresses = insns["address"]
+            n = int(np.searchsorted(addresses, base + stop))   # only instructions starting before stop
+            addresses = addresses[:n]
+            kind = table[insns["id"][:n]]
+            branch = np.flatnonzero(kind == 1)
+            if len(branch):
+                _targets(rows[branch], targets)
+            site = np.flatnonzero(kind >= 2)
+            if len(site):
+                checked = site[kind[site] == 3]
+                if len(checked):
+                    head = rows[checked, _BYTES:_BYTES + _MAX_INSN]
+                    opcode = head[np.arange(len(checked)), np.argmin(_PREFIX[head], axis=1)]
+                    plain = set(checked[_PLAIN_OPCODE[opcode]].tolist())
+                    site = [i for i in site.tolist() if i not in plain and (kind[i] == 2 or _SENSITIVE_OPERAND.search(
+                        bytes(rows[i, _OP_STR:_OP_STR + 160]).split(b"\0", 1)[0]))]
+                for i in site:
+                    cands.append(int(addresses[i]))
+                    windows.append(int(addresses[i - 3]) if i >= 3 else last3[i])
+            if n >= 3:
+                last3 = addresses[n - 3:n].tolist()
+            else:
+                last3 = (last3 + addresses.tolist())[-3:]
+            count += n
+            va = int(addresses[n - 1]) + int(insns["size"][n - 1])
+        finally:
+            dec.free(len(rows) if rows is not None else 0)
     res.end = va
     res.instructions = count
-    res.earliest_tail = p3
+    res.earliest_tail = last3[0]
     return res
 
 
@@ -115,36 +207,36 @@ def _cut_points(base: int, data: bytes, lo: int, hi: int) -> list[int]:
     return cuts
 
 
-def sweep(ranges: list[tuple[int, bytes, int, int, int]], candidates: frozenset[str],
-          operand_checked: frozenset[str], workers: int | None = None) -> list[SweepResult]:
+def sweep(ranges: list[tuple[int, bytes, int, int, int]], candidates: frozenset[int],
+          operand_checked: frozenset[int], workers: int | None = None) -> list[SweepResult]:
     """Sweep every (base, data, start, end, bits) range; one result per range, in order.
 
-    ``candidates``: mnemonics that may be sites; those also in ``operand_checked`` only when an
-    operand names a control, debug or segment register."""
-    _CODE.clear()
+    ``candidates``: Capstone ids of instructions that may be sites; those also in ``operand_checked``
+    only when an operand names a control, debug or segment register."""
+    kinds = _Kinds.of(candidates, operand_checked)
+    buffers: dict[int, bytearray] = {}  # cs_disasm reads a writable buffer in place
     tasks = []
-    for key, (base, data, lo, hi, bits) in enumerate(ranges):
-        _CODE[key] = (base, data)
+    for base, data, lo, hi, bits in ranges:
+        buf = buffers.setdefault(id(data), data if isinstance(data, bytearray) else bytearray(data))
         cuts = _cut_points(base, data, lo, hi) + [hi]
-        tasks.append([(key, a, b, bits) for a, b in zip(cuts, cuts[1:])])
+        tasks.append([(buf, base, a, b, bits) for a, b in zip(cuts, cuts[1:])])
     total = sum(hi - lo for _b, _d, lo, hi, _bits in ranges)
     workers = workers or min(os.cpu_count() or 1, 8)
     flat = [t for ts in tasks for t in ts]
     if workers > 1 and total >= PARALLEL_MIN_BYTES and len(flat) > 1:
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
-            futures = [pool.submit(sweep_range, *t, candidates, operand_checked) for t in flat]
-            done = iter([f.result() for f in futures])
+        with ThreadPoolExecutor(workers) as pool:
+            done = iter(list(pool.map(lambda t: sweep_range(*t, kinds), flat)))
     else:
-        done = iter([sweep_range(*t, candidates, operand_checked) for t in flat])
+        done = iter([sweep_range(*t, kinds) for t in flat])
     out = []
-    for key, ts in enumerate(tasks):
+    for ts in tasks:
         pieces = [next(done) for _ in ts]
         merged = SweepResult(pieces[0].start, pieces[0].start, earliest_tail=pieces[0].start)
-        for (_k, lo, hi, bits), piece in zip(ts, pieces):
+        for (buf, base, lo, hi, bits), piece in zip(ts, pieces):
             if piece.start != merged.end:          # the previous piece ran past this cut: redo it
                 if merged.end >= hi:
                     continue
-                piece = sweep_range(key, merged.end, hi, bits, candidates, operand_checked)
+                piece = sweep_range(buf, base, merged.end, hi, bits, kinds)
             merged.instructions += piece.instructions
             merged.candidates += piece.candidates
             # a candidate among a piece's first instructions may displace some before the cut
@@ -156,5 +248,4 @@ def sweep(ranges: list[tuple[int, bytes, int, int, int]], candidates: frozenset[
             merged.invalid += piece.invalid
             merged.end = piece.end
         out.append(merged)
-    _CODE.clear()
     return out
