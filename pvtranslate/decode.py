@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable, NamedTuple, Sequence
 
 import capstone
+import numpy as np
 
 from pvtranslate import PvTranslateError
 from pvtranslate.catalog import CANDIDATE_IDS, CatalogEntry, classify
@@ -528,15 +529,12 @@ class _Decoder:
             if self.progress is not None:
                 self.progress(end - lo)
         # only targets that fall where the planner looks (around a candidate) are kept
-        for (ri, _lo, _hi, _bits), targets in zip(where, swept_targets):
-            mask, base = masks[ri], self.regions[ri].start_va
-            for t in targets:
-                o = t - base
-                if 0 <= o < len(mask):
-                    if mask[o]:
-                        self.targets.add(t)
-                elif (other := self.region_of(t)) in masks and masks[other][t - self.regions[other].start_va]:
-                    self.targets.add(t)
+        targets = np.unique(np.concatenate([np.frombuffer(t, np.uint64) for t in swept_targets]))
+        for ri, mask in masks.items():
+            base = self.regions[ri].start_va
+            inside = targets[(targets >= base) & (targets < base + len(mask))]
+            self.targets.update(inside[np.frombuffer(mask, np.bool_)[(inside - np.uint64(base)).astype(np.intp)]]
+                                .tolist())
 
 
 def _is_padding(md: capstone.Cs, data: bytes, va: int) -> bool:

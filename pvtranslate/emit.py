@@ -39,6 +39,7 @@ from __future__ import annotations
 import enum
 import io
 import os
+import re
 import struct
 from dataclasses import dataclass
 from typing import Sequence
@@ -175,6 +176,40 @@ def _ks(bits: int) -> keystone.Ks:
     return _KS[bits]
 
 
+# Keystone costs ~25 µs a call and a large kernel asks for tens of thousands of encodings of a few
+# hundred texts: a text that names no address relative to the pc encodes the same anywhere.
+_ENCODED: dict[tuple[int, str], bytes] = {}
+_BRANCH_TEXT = re.compile(r"(^|;)\s*(j[a-z]+|call|loop[a-z]*)\b")
+_RIP_TEXT = re.compile(r"\brip\b|\[\s*(0x[0-9a-f]+|\d+)\s*\]")  # Keystone makes 64-bit [abs] RIP-relative
+_RIP_FORMS: dict[str, tuple[bytes, int]] = {}  # 64-bit template -> (encoding, offset of its disp32)
+
+
+def _assemble(bits: int, text: str, pc: int) -> bytes:
+    """Keystone's encoding of ``text`` at ``pc`` (raises keystone.KsError)."""
+    key = (bits, text)
+    enc = _ENCODED.get(key)
+    if enc is None:
+        enc = bytes(_ks(bits).asm(text, pc)[0] or b"")
+        if _BRANCH_TEXT.search(text) or (bits == 64 and _RIP_TEXT.search(text)):
+            return enc
+        _ENCODED[key] = enc
+    return enc
+
+
+def _rip_form(template: str) -> tuple[bytes, int]:
+    """64-bit encoding of ``template`` with ``{m}`` a RIP-relative operand, and where its disp32 sits."""
+    form = _RIP_FORMS.get(template)
+    if form is None:
+        a = bytes(_ks(64).asm(template.format(m="[rip + 0x7fffffff]"), 0)[0] or b"")
+        b = bytes(_ks(64).asm(template.format(m="[rip + 0x12345678]"), 0)[0] or b"")
+        differ = [i for i in range(min(len(a), len(b))) if a[i] != b[i]]
+        if len(a) != len(b) or len(differ) != 4 or differ[3] - differ[0] != 3 or \
+                a[differ[0]:differ[0] + 4] != b"\xff\xff\xff\x7f":
+            raise EmitError(f"Keystone's RIP-relative encoding of {template!r} has no plain disp32")
+        form = _RIP_FORMS[template] = (a, differ[0])
+    return form
+
+
 def _cs(bits: int) -> capstone.Cs:
     if bits not in _CS:
         md = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64 if bits == 64 else capstone.CS_MODE_32)
@@ -280,7 +315,7 @@ class _Asm:
 
     def asm(self, text: str) -> None:
         try:
-            enc, _ = _ks(self.bits).asm(text, self.pc)
+            enc = _assemble(self.bits, text, self.pc)
         except keystone.KsError as exc:
             raise EmitError(f"site {self.site_va:#x}: Keystone cannot assemble {text!r} at {self.pc:#x}: {exc}; "
                             "hint: report this instruction form") from exc
@@ -293,14 +328,17 @@ class _Asm:
         if self.bits == 32:
             self.asm(template.format(m=f"[{target:#x}]"))
             return
-        probe, _ = _ks(64).asm(template.format(m="[rip + 0x7fffffff]"), self.pc)
-        rel = target - (self.pc + len(probe))
+        try:
+            enc, disp_at = _rip_form(template)
+        except keystone.KsError as exc:
+            raise EmitError(f"site {self.site_va:#x}: Keystone cannot assemble {template!r}: {exc}; "
+                            "hint: report this instruction form") from exc
+        rel = target - (self.pc + len(enc))
         if not -_REACH <= rel < _REACH:
             raise EmitError(f"site {self.site_va:#x}: {target:#x} is beyond rel32 reach of {self.pc:#x}")
-        before = len(self.code)
-        self.asm(template.format(m=f"[rip {'+' if rel >= 0 else '-'} {abs(rel):#x}]"))
-        if len(self.code) - before != len(probe):
-            raise EmitError(f"site {self.site_va:#x}: RIP-relative encoding of {template!r} changed size")
+        code = bytearray(enc)
+        struct.pack_into("<i", code, disp_at, rel)
+        self.code += code
 
     def shared(self, off: int) -> int:
         return self.shared_va + off

@@ -376,11 +376,14 @@ def load_image(source: Union[str, os.PathLike, bytes, bytearray], *, allow_trans
             raise ImageError(_hint(f"{where}: LIEF cannot parse the ELF", "the file is corrupt or truncated"))
 
         try:
-            return _build(raw, hdr, binary, where, allow_translated)
+            fields, code, data = _build(raw, hdr, binary, where, allow_translated)
         except ImageError:
             raise
         except Exception as exc:
             raise ImageError(_hint(f"{where}: unexpected ELF structure: {exc!r}", "report this input")) from exc
+    del binary  # LIEF holds a copy of the file: free it before the regions copy their bytes out
+    return Image(code=tuple(CodeRegion(va, raw[off:off + size], name, off) for va, off, size, name in code),
+                 data=tuple(DataRegion(va, raw[off:off + size], name) for va, off, size, name in data), **fields)
 
 
 def _read_file(where: str) -> bytes:
@@ -410,7 +413,12 @@ def _virtual(binary, addr: int) -> int:
     return addr
 
 
-def _build(raw: bytes, hdr: _Header, binary, where: str, allow_translated: bool) -> Image:
+_Span = tuple[int, int, int, str]  # (VA, file offset, size, name) of a region
+
+
+def _build(raw: bytes, hdr: _Header, binary, where: str,
+           allow_translated: bool) -> tuple[dict, list[_Span], list[_Span]]:
+    """The Image's fields but its regions, and the code and data regions (sorted) as file spans."""
     import lief
     has_pv_note = False
     pvh_entry: int | None = None
@@ -431,8 +439,8 @@ def _build(raw: bytes, hdr: _Header, binary, where: str, allow_translated: bool)
 
     loads = [(int(s.virtual_address), int(s.file_offset), int(s.physical_size)) for s in binary.segments
              if int(s.type) == _PT_LOAD and s.physical_size]
-    code: list[CodeRegion] = []
-    data: list[DataRegion] = []
+    code: list[_Span] = []
+    data: list[_Span] = []
     for section in binary.sections:
         flags = int(section.flags)
         if not flags & _SHF_ALLOC or int(section.type) == _SHT_NOBITS or section.size == 0:
@@ -444,21 +452,18 @@ def _build(raw: bytes, hdr: _Header, binary, where: str, allow_translated: bool)
             raise MalformedElfError(_hint(
                 f"{where}: section {section.name!r} at {va:#x} has its bytes at file offset {off:#x}, but the "
                 f"segment that loads {va:#x} takes them from {loaded_at:#x}", "the file is corrupt"))
-        content = raw[off : off + size]
         if flags & _SHF_EXECINSTR:
             if loaded_at is None:          # never loaded: nothing to translate, and no segment to patch
                 raise MalformedElfError(_hint(
                     f"{where}: code section {section.name!r} ({va:#x}..{va + size:#x}) lies in no loadable "
                     "segment's file bytes", "the file is corrupt"))
-            code.append(CodeRegion(va, content, section.name, off))
+            code.append((va, off, size, section.name))
         elif loaded_at is not None:        # a data section the loader does not load is not in memory
-            data.append(DataRegion(va, content, section.name))
+            data.append((va, off, size, section.name))
     if not code and hdr.shnum == 0:  # no section headers: fall back to executable PT_LOADs
         for i, seg in enumerate(binary.segments):
             if int(seg.type) == _PT_LOAD and int(seg.flags) & _PF_X and seg.physical_size:
-                off = int(seg.file_offset)
-                code.append(CodeRegion(int(seg.virtual_address), raw[off : off + int(seg.physical_size)],
-                                       f"segment#{i}", off))
+                code.append((int(seg.virtual_address), int(seg.file_offset), int(seg.physical_size), f"segment#{i}"))
     if not code:
         raise NoExecutableCodeError(_hint(
             f"{where}: no executable code (no SHF_EXECINSTR section, no PF_X segment with file bytes)",
@@ -471,12 +476,10 @@ def _build(raw: bytes, hdr: _Header, binary, where: str, allow_translated: bool)
     entry_va = _virtual(binary, int(hdr.entry_va))
     if pvh_entry is not None:
         pvh_entry = _virtual(binary, pvh_entry)
-    return Image(
+    fields = dict(
         elf_class=hdr.elf_class,
         machine=hdr.machine,
         entry_va=entry_va,
-        code=tuple(sorted(code, key=lambda r: r.start_va)),
-        data=tuple(sorted(data, key=lambda r: r.start_va)),
         symbols=symbols,
         pvh_entry_va=pvh_entry,
         multiboot=_find_multiboot(raw),
@@ -484,3 +487,4 @@ def _build(raw: bytes, hdr: _Header, binary, where: str, allow_translated: bool)
         load_segments=tuple((int(sg.virtual_address), int(sg.physical_address), int(sg.virtual_size))
                             for sg in binary.segments if sg.type == lief.ELF.Segment.TYPE.LOAD),
     )
+    return fields, sorted(code), sorted(data)

@@ -32,7 +32,7 @@ import numpy as np
 from capstone import x86_const as X
 
 PIECE_BYTES = 1 << 20          # work unit of the parallel sweep
-CHUNK_BYTES = 1 << 16          # one cs_disasm call decodes this much (its array: ~60 bytes per code byte)
+CHUNK_BYTES = 1 << 14          # one cs_disasm call decodes this much (its array: ~60 bytes per code byte)
 PARALLEL_MIN_BYTES = 2 << 20   # below this the sweep runs on the calling thread
 _MAX_INSN = 15
 
@@ -62,6 +62,7 @@ _PLAIN_OPCODE[[*range(0x88, 0x8C), *range(0xA0, 0xA4), *range(0xB0, 0xC0), 0xC6,
 _HEX = np.full(256, 0xFF, np.uint8)   # hex digit value; 0xFF: not a digit
 _HEX[np.frombuffer(b"0123456789abcdef", np.uint8)] = np.arange(16, dtype=np.uint8)
 _HEX_DIGITS = 16
+_INT3_RUN = re.compile(rb"\xcc\xcc+")
 
 
 @dataclass
@@ -101,10 +102,10 @@ class _Decoder:
         self.md = capstone.Cs(capstone.CS_ARCH_X86, _CS_MODE[bits])
         self._all = ctypes.POINTER(_INSN)()
 
-    def decode(self, data: bytearray, off: int, length: int, va: int) -> tuple[int, np.ndarray | None]:
-        """Decode data[off:off+length] at va: (count, the cs_insn array as raw bytes rows) until free()."""
-        code = (ctypes.c_char * length).from_buffer(data, off)
-        n = capstone._cs.cs_disasm(self.md.csh, code, length, va, 0, ctypes.byref(self._all))
+    def decode(self, code: np.ndarray, off: int, length: int, va: int) -> tuple[int, np.ndarray | None]:
+        """Decode code[off:off+length] at va: (count, the cs_insn array as rows of bytes) until free()."""
+        at = ctypes.cast(code.ctypes.data + off, ctypes.POINTER(ctypes.c_char))
+        n = capstone._cs.cs_disasm(self.md.csh, at, length, va, 0, ctypes.byref(self._all))
         if n <= 0:
             return 0, None
         raw = (ctypes.c_uint8 * (n * _ITEM)).from_address(ctypes.addressof(self._all.contents))
@@ -132,10 +133,10 @@ def _targets(rows: np.ndarray, out: array) -> None:
     out.frombytes(value[terminated].astype("<u8").tobytes())  # not terminated: not one number (a far pointer)
 
 
-def sweep_range(data: bytearray, base: int, start: int, end: int, bits: int, kinds: _Kinds,
-                decoder: _Decoder | None = None) -> SweepResult:
+def sweep_range(data: bytes, base: int, start: int, end: int, bits: int, kinds: _Kinds) -> SweepResult:
     """Sweep [start, end) of ``data`` (mapped at ``base``); the last instruction may run past end."""
-    dec = decoder or _Decoder(bits)
+    dec = _Decoder(bits)
+    code = np.frombuffer(data, np.uint8)  # cs_disasm reads the bytes in place
     res = SweepResult(start, start)
     cands, windows, targets, invalid = res.candidates, res.windows, res.targets, res.invalid
     count = 0
@@ -146,7 +147,7 @@ def sweep_range(data: bytearray, base: int, start: int, end: int, bits: int, kin
     while va < limit:
         off = va - base
         stop = min(off + CHUNK_BYTES, limit - base)
-        n, rows = dec.decode(data, off, min(stop + _MAX_INSN, len(data)) - off, va)
+        n, rows = dec.decode(code, off, min(stop + _MAX_INSN, len(data)) - off, va)
         try:
             if n == 0:                 # undecodable byte: skip it, as a serial sweep does
                 invalid.append(va)
@@ -192,18 +193,13 @@ def _cut_points(base: int, data: bytes, lo: int, hi: int) -> list[int]:
     cuts = [lo]
     at = lo + PIECE_BYTES
     while at < hi:
-        k = data.find(b"\xcc\xcc", at - base, hi - base)
-        while k != -1:
-            j = k
-            while j < hi - base and data[j] == 0xCC:
-                j += 1
-            if (base + j) % 16 == 0 and j < hi - base:
+        for m in _INT3_RUN.finditer(data, at - base, hi - base):
+            if (base + m.end()) % 16 == 0 and m.end() < hi - base:
+                cuts.append(base + m.end())
                 break
-            k = data.find(b"\xcc\xcc", j, hi - base)
-        if k == -1:
+        else:
             break
-        cuts.append(base + j)
-        at = base + j + PIECE_BYTES
+        at = cuts[-1] + PIECE_BYTES
     return cuts
 
 
@@ -214,12 +210,10 @@ def sweep(ranges: list[tuple[int, bytes, int, int, int]], candidates: frozenset[
     ``candidates``: Capstone ids of instructions that may be sites; those also in ``operand_checked``
     only when an operand names a control, debug or segment register."""
     kinds = _Kinds.of(candidates, operand_checked)
-    buffers: dict[int, bytearray] = {}  # cs_disasm reads a writable buffer in place
     tasks = []
     for base, data, lo, hi, bits in ranges:
-        buf = buffers.setdefault(id(data), data if isinstance(data, bytearray) else bytearray(data))
         cuts = _cut_points(base, data, lo, hi) + [hi]
-        tasks.append([(buf, base, a, b, bits) for a, b in zip(cuts, cuts[1:])])
+        tasks.append([(data, base, a, b, bits) for a, b in zip(cuts, cuts[1:])])
     total = sum(hi - lo for _b, _d, lo, hi, _bits in ranges)
     workers = workers or min(os.cpu_count() or 1, 8)
     flat = [t for ts in tasks for t in ts]
@@ -232,11 +226,11 @@ def sweep(ranges: list[tuple[int, bytes, int, int, int]], candidates: frozenset[
     for ts in tasks:
         pieces = [next(done) for _ in ts]
         merged = SweepResult(pieces[0].start, pieces[0].start, earliest_tail=pieces[0].start)
-        for (buf, base, lo, hi, bits), piece in zip(ts, pieces):
+        for (data, base, lo, hi, bits), piece in zip(ts, pieces):
             if piece.start != merged.end:          # the previous piece ran past this cut: redo it
                 if merged.end >= hi:
                     continue
-                piece = sweep_range(buf, base, merged.end, hi, bits, kinds)
+                piece = sweep_range(data, base, merged.end, hi, bits, kinds)
             merged.instructions += piece.instructions
             merged.candidates += piece.candidates
             # a candidate among a piece's first instructions may displace some before the cut

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Translator benchmark on a real distribution kernel (Debian's vmlinux): translate() against a bare sweep.
 
-Side by side in one run: (a) the bare sweep, a Python loop over Capstone's 64-bit `disasm_lite`
-across every executable section (SHF_EXECINSTR), counting instructions; (b) end-to-end
+Side by side in one run: (a) the bare sweep, a Python loop over Capstone's 64-bit `disasm_lite`, 64 KiB
+at a time, across every executable section (SHF_EXECINSTR), counting instructions; (b) end-to-end
 `pvtranslate.translate()` of the same file, writing the output. Each runs in its own subprocess,
 alternating, median of --repeat; the times are of the loop and of the translate() call alone.
 Targets (issue): translate/sweep <= 1.0; peak memory of the translation (Pss of its process tree,
@@ -53,22 +53,29 @@ def exec_sections(raw: bytes) -> list[tuple[str, int, bytes]]:
 
 # ---------------------------------------------------------------- workers (each in its own process)
 
+SWEEP_CHUNK = 1 << 16  # disasm_lite decodes its whole buffer up front: 64 KiB at a time is ~10% faster than
+                      # whole sections (and takes 1/30 of the memory), so the reference is the faster form
+
+
 def work_sweep(path: Path) -> dict:
     import capstone
     md = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
-    sections = [(name, addr, bytearray(data)) for name, addr, data in exec_sections(path.read_bytes())]
+    sections = [(name, addr, bytes(data)) for name, addr, data in exec_sections(path.read_bytes())]
     n = skipped = 0
     t0 = time.perf_counter()
     for _name, addr, buf in sections:
-        view, off = memoryview(buf), 0
-        while off < len(buf):            # disasm_lite stops at undecodable bytes: skip one, go on
-            insn = None
-            for insn in md.disasm_lite(view[off:], addr + off):
+        off = 0
+        while off < len(buf):
+            stop = addr + min(off + SWEEP_CHUNK, len(buf))
+            nxt = off
+            for a, size, _mnemonic, _op_str in md.disasm_lite(buf[off:stop - addr + 15], addr + off):
+                if a >= stop:
+                    break
                 n += 1
-            if insn is None:
-                off, skipped = off + 1, skipped + 1
-            else:
-                off = insn[0] + insn[1] - addr
+                nxt = a + size - addr
+            if nxt == off:                   # disasm_lite stops at undecodable bytes: skip one, go on
+                nxt, skipped = off + 1, skipped + 1
+            off = nxt
     return {"seconds": time.perf_counter() - t0, "instructions": n, "undecodable_bytes_skipped": skipped}
 
 

@@ -139,3 +139,18 @@ def test_bench_sweeps_the_sections_the_translator_decodes():
     elf = ROOT / "samples" / "hello" / "hello_pvh64.elf"
     ours = [(name, addr, bytes(data)) for name, addr, data in bench.exec_sections(elf.read_bytes())]
     assert ours == [(r.name, r.start_va, bytes(r.data)) for r in load_image(elf).code]
+
+
+def test_bench_sweep_counts_across_chunks_as_one_whole_section_sweep(monkeypatch):
+    import capstone
+    elf = ROOT / "samples" / "zoo" / "zoo64.elf"
+    md = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
+    whole = 0
+    for _name, addr, data in bench.exec_sections(elf.read_bytes()):
+        off = 0
+        while off < len(data):
+            insns = list(md.disasm_lite(data[off:], addr + off))
+            whole += len(insns)
+            off = insns[-1][0] + insns[-1][1] - addr if insns else off + 1
+    monkeypatch.setattr(bench, "SWEEP_CHUNK", 7)   # cuts inside instructions
+    assert bench.work_sweep(elf)["instructions"] == whole > 100
