@@ -179,6 +179,7 @@ def _ks(bits: int) -> keystone.Ks:
 # Keystone costs ~25 µs a call and a large kernel asks for tens of thousands of encodings of a few
 # hundred texts: a text that names no address relative to the pc encodes the same anywhere.
 _ENCODED: dict[tuple[int, str], bytes] = {}
+_ENCODED_MAX = 1 << 14
 _BRANCH_TEXT = re.compile(r"(^|;)\s*(j[a-z]+|call|loop[a-z]*)\b")
 _RIP_TEXT = re.compile(r"\brip\b|\[\s*(0x[0-9a-f]+|\d+)\s*\]")  # Keystone makes 64-bit [abs] RIP-relative
 _RIP_FORMS: dict[str, tuple[bytes, int]] = {}  # 64-bit template -> (encoding, offset of its disp32)
@@ -192,6 +193,8 @@ def _assemble(bits: int, text: str, pc: int) -> bytes:
         enc = bytes(_ks(bits).asm(text, pc)[0] or b"")
         if _BRANCH_TEXT.search(text) or (bits == 64 and _RIP_TEXT.search(text)):
             return enc
+        if len(_ENCODED) >= _ENCODED_MAX:   # texts with site-specific immediates: keep it bounded
+            _ENCODED.clear()
         _ENCODED[key] = enc
     return enc
 
