@@ -532,8 +532,9 @@ class _Decoder:
         targets = np.unique(np.concatenate([np.frombuffer(t, np.uint64) for t in swept_targets]))
         for ri, mask in masks.items():
             base = self.regions[ri].start_va
-            inside = targets[(targets >= base) & (targets < base + len(mask))]
-            self.targets.update(inside[np.frombuffer(mask, np.bool_)[(inside - np.uint64(base)).astype(np.intp)]]
+            offsets = targets - np.uint64(base)           # wraps below base: uint64, never float
+            inside = offsets < np.uint64(len(mask))
+            self.targets.update(targets[inside][np.frombuffer(mask, np.bool_)[offsets[inside].astype(np.intp)]]
                                 .tolist())
 
 

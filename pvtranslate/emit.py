@@ -180,8 +180,18 @@ def _ks(bits: int) -> keystone.Ks:
 # hundred texts: a text that names no address relative to the pc encodes the same anywhere.
 _ENCODED: dict[tuple[int, str], bytes] = {}
 _ENCODED_MAX = 1 << 14
-_BRANCH_TEXT = re.compile(r"(^|;)\s*(j[a-z]+|call|loop[a-z]*)\b")
-_RIP_TEXT = re.compile(r"\brip\b|\[\s*(0x[0-9a-f]+|\d+)\s*\]")  # Keystone makes 64-bit [abs] RIP-relative
+_BRANCH_OR_LABEL = re.compile(r"\b(j[a-z]+|call|loop[a-z]*)\b|\w\s*:(?!\s*\[)|\n", re.IGNORECASE)
+_BRACKETS = re.compile(r"\[([^\]]*)\]")
+_GPR = re.compile(r"\b([re]?[abcd]x|[re]?[sd]i|[re]?[sb]p|r(8|9|1[0-5])[dwb]?)\b", re.IGNORECASE)
+
+
+def _pc_independent(bits: int, text: str) -> bool:
+    """True if Keystone encodes ``text`` the same at every address: no branch, no label, and in 64-bit
+    every memory operand has a base or index register (Keystone makes [absolute] RIP-relative)."""
+    if _BRANCH_OR_LABEL.search(text):
+        return False
+    return bits != 64 or all(_GPR.search(inside) and "rip" not in inside.lower()
+                             for inside in _BRACKETS.findall(text))
 _RIP_FORMS: dict[str, tuple[bytes, int]] = {}  # 64-bit template -> (encoding, offset of its disp32)
 
 
@@ -191,7 +201,7 @@ def _assemble(bits: int, text: str, pc: int) -> bytes:
     enc = _ENCODED.get(key)
     if enc is None:
         enc = bytes(_ks(bits).asm(text, pc)[0] or b"")
-        if _BRANCH_TEXT.search(text) or (bits == 64 and _RIP_TEXT.search(text)):
+        if not _pc_independent(bits, text):
             return enc
         if len(_ENCODED) >= _ENCODED_MAX:   # texts with site-specific immediates: keep it bounded
             _ENCODED.clear()
@@ -208,7 +218,7 @@ def _rip_form(template: str) -> tuple[bytes, int]:
         differ = [i for i in range(min(len(a), len(b))) if a[i] != b[i]]
         if len(a) != len(b) or len(differ) != 4 or differ[3] - differ[0] != 3 or \
                 a[differ[0]:differ[0] + 4] != b"\xff\xff\xff\x7f":
-            raise EmitError(f"Keystone's RIP-relative encoding of {template!r} has no plain disp32")
+            raise ValueError(f"Keystone's RIP-relative encoding of {template!r} has no plain disp32")
         form = _RIP_FORMS[template] = (a, differ[0])
     return form
 
@@ -333,9 +343,9 @@ class _Asm:
             return
         try:
             enc, disp_at = _rip_form(template)
-        except keystone.KsError as exc:
-            raise EmitError(f"site {self.site_va:#x}: Keystone cannot assemble {template!r}: {exc}; "
-                            "hint: report this instruction form") from exc
+        except (keystone.KsError, ValueError) as exc:
+            raise EmitError(f"site {self.site_va:#x}: Keystone cannot assemble {template!r} RIP-relatively: "
+                            f"{exc}; hint: report this instruction form") from exc
         rel = target - (self.pc + len(enc))
         if not -_REACH <= rel < _REACH:
             raise EmitError(f"site {self.site_va:#x}: {target:#x} is beyond rel32 reach of {self.pc:#x}")

@@ -487,4 +487,4 @@ def _build(raw: bytes, hdr: _Header, binary, where: str,
         load_segments=tuple((int(sg.virtual_address), int(sg.physical_address), int(sg.virtual_size))
                             for sg in binary.segments if sg.type == lief.ELF.Segment.TYPE.LOAD),
     )
-    return fields, sorted(code), sorted(data)
+    return fields, sorted(code, key=lambda span: span[0]), sorted(data, key=lambda span: span[0])

@@ -49,7 +49,7 @@ _INSN = capstone._cs_insn
 _ITEM = ctypes.sizeof(_INSN)
 _ID, _ADDRESS, _SIZE = _INSN.id.offset, _INSN.address.offset, _INSN.size.offset
 _BYTES, _OP_STR = _INSN.bytes.offset, _INSN.op_str.offset
-_INSN_DTYPE = np.dtype({"names": ["id", "address", "size"], "formats": ["<u4", "<u8", "<u2"],
+_INSN_DTYPE = np.dtype({"names": ["id", "address", "size"], "formats": ["=u4", "=u8", "=u2"],
                         "offsets": [_ID, _ADDRESS, _SIZE], "itemsize": _ITEM})
 
 # Opcode bytes (after prefixes) whose mov/push/pop forms only name general registers, memory or an
@@ -130,24 +130,26 @@ def _targets(rows: np.ndarray, out: array) -> None:
     for k in range(_HEX_DIGITS):
         take = k < length
         value = np.where(take, value * np.uint64(16) + digits[:, k].astype(np.uint64), value)
-    out.frombytes(value[terminated].astype("<u8").tobytes())  # not terminated: not one number (a far pointer)
+    out.frombytes(value[terminated].astype("=u8").tobytes())  # not terminated: not one number (a far pointer)
 
 
 def sweep_range(data: bytes, base: int, start: int, end: int, bits: int, kinds: _Kinds) -> SweepResult:
     """Sweep [start, end) of ``data`` (mapped at ``base``); the last instruction may run past end."""
-    dec = _Decoder(bits)
     code = np.frombuffer(data, np.uint8)  # cs_disasm reads the bytes in place
+    if not base <= start <= base + len(code):
+        raise ValueError(f"sweep start {start:#x} outside the code at {base:#x}..{base + len(code):#x}")
+    dec = _Decoder(bits)
     res = SweepResult(start, start)
     cands, windows, targets, invalid = res.candidates, res.windows, res.targets, res.invalid
     count = 0
     va = start
     last3 = [start, start, start]  # starts of the last three instructions (the planner may displace them)
-    limit = min(end, base + len(data))
+    limit = min(end, base + len(code))
     table = kinds.table
     while va < limit:
         off = va - base
         stop = min(off + CHUNK_BYTES, limit - base)
-        n, rows = dec.decode(code, off, min(stop + _MAX_INSN, len(data)) - off, va)
+        n, rows = dec.decode(code, off, min(stop + _MAX_INSN, len(code)) - off, va)
         try:
             if n == 0:                 # undecodable byte: skip it, as a serial sweep does
                 invalid.append(va)
@@ -156,7 +158,8 @@ def sweep_range(data: bytes, base: int, start: int, end: int, bits: int, kinds: 
                 continue
             insns = rows.view(_INSN_DTYPE)[:, 0]
             addresses = insns["address"]
-            n = int(np.searchsorted(addresses, base + stop))   # only instructions starting before stop
+            # only instructions starting before stop (uint64 arithmetic: a Python int would compare as float)
+            n = int(np.count_nonzero(addresses - np.uint64(va) < np.uint64(base + stop - va)))
             addresses = addresses[:n]
             kind = table[insns["id"][:n]]
             branch = np.flatnonzero(kind == 1)

@@ -321,3 +321,17 @@ def test_progress_reports_every_decoded_byte_once():
     d = decode(image, progress=steps.append)
     assert len(steps) > 1 and all(n > 0 for n in steps)
     assert sum(steps) == sum(i.size for i in d.insns)
+
+
+@pytest.mark.parametrize("path", ALL_SAMPLES, ids=lambda p: p.name)
+def test_image_regions_are_the_section_bytes_in_address_order(path):
+    """Code and data regions against LIEF's own reading of each loaded section."""
+    import lief
+    image = load_image(path)
+    binary = lief.ELF.parse(str(path))   # kept alive: its sections point into it
+    sections = {s.name: (s.virtual_address, bytes(s.content)) for s in binary.sections}
+    for regions in (image.code, image.data):
+        assert [r.start_va for r in regions] == sorted(r.start_va for r in regions)
+        for r in regions:
+            assert (r.start_va, bytes(r.data)) == sections[r.name], r.name
+    assert image.code and sum(len(r.data) for r in image.data) > 0

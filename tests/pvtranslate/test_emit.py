@@ -405,3 +405,73 @@ class TestLoweringsExecute:
         assert (uc.reg_read(UC_X86_REG_RAX), uc.reg_read(UC_X86_REG_RCX)) == (0x1111, 0x2222)
         assert calls == [(0x82, 10)]  # DELIVER_PENDING (the VMM ignores it while virtual IF is 0)
         assert len([h for h in hcs if not h.access]) == 1
+
+
+# ---------------------------------------------------------------- Keystone cache
+
+def _fresh(bits: int, text: str, pc: int) -> bytes:
+    import keystone
+    ks = keystone.Ks(keystone.KS_ARCH_X86, keystone.KS_MODE_64 if bits == 64 else keystone.KS_MODE_32)
+    return bytes(ks.asm(text, pc)[0] or b"")
+
+
+@pytest.mark.parametrize("sample", ["zoo/zoo32.elf", "zoo/zoo64.elf", "io/io64.elf", "irq/irq32.elf"])
+def test_every_cached_encoding_is_what_keystone_gives_at_that_address(sample, tmp_path, monkeypatch):
+    """Each encoding emit used, from its cache or patched from a RIP-relative form, against a fresh
+    Keystone call for that text at that address."""
+    from pvtranslate import emit as E
+    monkeypatch.setattr(E, "_ENCODED", {})
+    monkeypatch.setattr(E, "_RIP_FORMS", {})
+    texts, rip = [], []
+    assemble, mem_ref = E._assemble, _Asm.mem_ref
+
+    def recording_assemble(bits, text, pc):
+        enc = assemble(bits, text, pc)
+        texts.append((bits, text, pc, enc))
+        return enc
+
+    def recording_mem_ref(self, template, target):
+        before, pc = len(self.code), self.pc
+        mem_ref(self, template, target)
+        if self.bits == 64:
+            rip.append((template, pc, target, bytes(self.code[before:])))
+
+    monkeypatch.setattr(E, "_assemble", recording_assemble)
+    monkeypatch.setattr(_Asm, "mem_ref", recording_mem_ref)
+    emit(SAMPLES / sample, _plan_of(SAMPLES / sample), EmitOptions(output_path=tmp_path / "out.elf"))
+    assert len({t for _b, t, _pc, _e in texts}) < len(texts), "the sample must reuse some text"
+    for bits, text, pc, enc in texts:
+        assert enc == _fresh(bits, text, pc), (bits, text, hex(pc))
+    assert rip or sample.endswith("32.elf")
+    for template, pc, target, enc in rip:
+        rel = target - (pc + len(enc))
+        assert enc == _fresh(64, template.format(m=f"[rip {'+' if rel >= 0 else '-'} {abs(rel):#x}]"), pc)
+
+
+@pytest.mark.parametrize("bits, text", [
+    (64, "nop\njmp 0x1000"), (64, "l: jmp 0x1000"), (64, "nop; call 0x1000"), (32, "jne 0x1000"),
+    (64, "mov ecx, dword ptr [0x1000 + 0]"), (64, "mov ecx, dword ptr [1000h]"), (64, "inc dword ptr [0x2000]"),
+    (64, "mov ecx, dword ptr gs:[0x28]"), (64, "mov byte ptr [0x1000], 1"),
+])
+def test_address_dependent_text_is_not_cached(bits, text):
+    """Keystone encodes these differently at another address (it makes 64-bit [absolute] RIP-relative)."""
+    from pvtranslate.emit import _pc_independent
+    assert _fresh(bits, text, 0x1000) != _fresh(bits, text, 0x7000_0000)
+    assert not _pc_independent(bits, text)
+
+
+@pytest.mark.parametrize("text", ["mov eax, dword ptr [-0x10]", "mov qword ptr [rip + 0x10], rax"])
+def test_64bit_memory_operand_without_a_register_is_never_cached(text):
+    """Keystone happens to encode these alike anywhere (moffs, a literal disp), but the rule stays simple."""
+    from pvtranslate.emit import _pc_independent
+    assert not _pc_independent(64, text)
+
+
+@pytest.mark.parametrize("bits, text", [
+    (64, "push rcx"), (64, "movzx ecx, byte ptr [rdx + rcx]"), (64, "mov byte ptr [rsp + 0x11], cl"),
+    (64, "mov r10d, dword ptr fs:[r11 + 4]"), (32, "mov eax, dword ptr [0x1000]"), (32, "lea ecx, [ecx + edx*2]"),
+])
+def test_address_independent_text_is_cached_and_the_same_anywhere(bits, text):
+    from pvtranslate.emit import _pc_independent
+    assert _pc_independent(bits, text)
+    assert _fresh(bits, text, 0x1000) == _fresh(bits, text, 0x7000_0000)

@@ -27,15 +27,18 @@ def _serial(base: int, data: bytes, bits: int) -> S.SweepResult:
     return S.sweep_range(bytearray(data), base, base, base + len(data), bits, _KINDS)
 
 
-def _reference(base: int, data: bytes, bits: int) -> S.SweepResult:
+def _reference(base: int, data: bytes, bits: int, start: int | None = None, end: int | None = None) -> S.SweepResult:
     """The sweep written the obvious way: Capstone objects, one instruction at a time."""
     md = capstone.Cs(capstone.CS_ARCH_X86, _MODES[bits])
-    res = S.SweepResult(base, base)
-    recent = [base] * 3
-    va, end = base, base + len(data)
+    va = base if start is None else start
+    end = base + len(data) if end is None else end
+    res = S.SweepResult(va, va)
+    recent = [va] * 3
     while va < end:
         start = va
         for insn in md.disasm(data[va - base:], va):
+            if insn.address >= end:
+                break
             res.instructions += 1
             if insn.id in S.BRANCH_IDS and re.fullmatch(r"0x[0-9a-f]+", insn.op_str):
                 res.targets.append(int(insn.op_str, 16))
@@ -126,15 +129,25 @@ def test_sweep_finds_every_catalog_form_as_the_reference_does(bits):
 
 @pytest.mark.parametrize("bits", [16, 32, 64])
 @pytest.mark.parametrize("seed", range(4))
-def test_sweep_of_random_bytes_equals_the_reference(bits, seed, monkeypatch):
-    """Random bytes: every prefix, opcode, invalid encoding and chunk boundary the fast path meets."""
+@pytest.mark.parametrize("base", [BASE, 2**60 + 3, 0xFFFF_FFFF_8100_0000, 2**64 - 6000])
+def test_sweep_of_random_bytes_equals_the_reference(bits, seed, base, monkeypatch):
+    """Random bytes: every prefix, opcode, invalid encoding and chunk boundary the fast path meets, at
+    addresses where a float would round (2**60) and up to the top of the address space; the range
+    starts and ends inside the bytes it is given."""
     monkeypatch.setattr(S, "CHUNK_BYTES", 97)
     rng = random.Random(seed)
     code = bytes(rng.choice((0x0F, 0x8C, 0x8E, 0x66, 0xF3, 0x40, 0x48, 0xFA, 0xE8, 0xEB, rng.randrange(256)))
                  for _ in range(6000))
-    got, expected = _serial(BASE, code, bits), _reference(BASE, code, bits)
+    start, end = base + rng.randrange(40), base + len(code) - rng.randrange(1, 40)
+    got = S.sweep_range(code, base, start, end, bits, _KINDS)
+    expected = _reference(base, code, bits, start, end)
     assert got == expected
     assert expected.candidates and expected.targets and expected.invalid
+
+
+def test_sweep_start_outside_its_code_is_refused():
+    with pytest.raises(ValueError, match="outside the code"):
+        S.sweep_range(b"\x90" * 32, BASE, BASE - 0x40, BASE + 32, 64, _KINDS)
 
 
 @pytest.mark.parametrize("sample", ["zoo/zoo32.elf", "zoo/zoo64.elf", "irq/irq64.elf", "io/io32.elf"])
