@@ -504,7 +504,7 @@ class _Decoder:
         if not ranges:
             return
         results = sweep(ranges, CANDIDATE_IDS, _NEEDS_OPERAND_CHECK_IDS)
-        masks = {ri: bytearray(len(self.regions[ri].data)) for ri in self.sweep_regions}
+        looked_at: list[tuple[int, int]] = []   # VA spans around candidates, where the planner looks
         swept_targets = []
         for (ri, lo, hi, bits), res in zip(where, results):
             region, owner = self.regions[ri], self.owner[ri]
@@ -519,7 +519,7 @@ class _Decoder:
             md = self.lite[bits]
             for va, back in zip(res.candidates, res.windows):  # a site and what the planner may displace
                 o, w = va - base, max(back - base, lo)
-                masks[ri][w:o + _SPARSE_BYTES] = b"\x01" * len(masks[ri][w:o + _SPARSE_BYTES])
+                looked_at.append((base + w, base + min(o + _SPARSE_BYTES, len(region.data))))
                 for a, size, mnemonic, op_str in md.disasm_lite(region.data[w:min(o + 2 * _SPARSE_BYTES, hi)],
                                                                 base + w):
                     if a >= va + _SPARSE_BYTES:
@@ -529,13 +529,20 @@ class _Decoder:
             if self.progress is not None:
                 self.progress(end - lo)
         # only targets that fall where the planner looks (around a candidate) are kept
-        targets = np.unique(np.concatenate([np.frombuffer(t, np.uint64) for t in swept_targets]))
-        for ri, mask in masks.items():
-            base = self.regions[ri].start_va
-            offsets = targets - np.uint64(base)           # wraps below base: uint64, never float
-            inside = offsets < np.uint64(len(mask))
-            self.targets.update(targets[inside][np.frombuffer(mask, np.bool_)[offsets[inside].astype(np.intp)]]
-                                .tolist())
+        starts, ends = [], []
+        for lo, hi in sorted(looked_at):
+            if ends and lo <= ends[-1]:
+                ends[-1] = max(ends[-1], hi)
+            else:
+                starts.append(lo)
+                ends.append(hi)
+        if not starts:
+            return
+        span_starts, span_ends = np.array(starts, np.uint64), np.array(ends, np.uint64)
+        for found in swept_targets:        # uint64 throughout: a Python int would compare as a float
+            targets = np.frombuffer(found, np.uint64)
+            span = np.searchsorted(span_starts, targets, side="right").astype(np.intp) - 1
+            self.targets.update(targets[(span >= 0) & (targets < span_ends[span])].tolist())
 
 
 def _is_padding(md: capstone.Cs, data: bytes, va: int) -> bool:
