@@ -61,6 +61,18 @@ def test_translated_guest_matches_native(sample: str, tmp_path: Path) -> None:
     assert not pv.escapes, [e.describe() for e in pv.escapes]     # every sensitive instruction translated
 
 
+@pytest.mark.parametrize("sample", ["samples/zoo/zoo64.elf", "samples/irq/irq32.elf"], ids=lambda s: Path(s).stem)
+def test_stripped_guest_translated_by_sweep_matches_native(sample: str, tmp_path: Path) -> None:
+    from tests.pvtranslate.test_decode import strip_symbols
+    stripped = tmp_path / Path(sample).name
+    stripped.write_bytes(strip_symbols((ROOT / sample).read_bytes()))
+    out = tmp_path / (Path(sample).stem + ".pv.elf")
+    translate(stripped, TranslateOptions(output=out))
+    native, pv = run(ROOT / sample), run(out)
+    assert (pv.console, pv.exit_status, pv.error) == (native.console, native.exit_status, native.error)
+    assert pv.mode == "pv" and not pv.escapes, [e.describe() for e in pv.escapes]
+
+
 def test_unknown_abi_version_is_refused(tmp_path: Path) -> None:
     out = tmp_path / "hello.pv.elf"
     translate(ROOT / "samples/hello/hello_mb32.elf", TranslateOptions(output=out))

@@ -335,3 +335,29 @@ def test_image_regions_are_the_section_bytes_in_address_order(path):
         for r in regions:
             assert (r.start_va, bytes(r.data)) == sections[r.name], r.name
     assert image.code and sum(len(r.data) for r in image.data) > 0
+
+
+def strip_symbols(raw: bytes) -> bytes:
+    """``raw`` with its symbol table gone (SHT_SYMTAB -> SHT_NULL), as a stripped kernel ships."""
+    out = bytearray(raw)
+    if out[4] == 2:
+        shoff, = struct.unpack_from("<Q", out, 0x28)
+        shentsize, shnum = struct.unpack_from("<HH", out, 0x3A)
+    else:
+        shoff, = struct.unpack_from("<I", out, 0x20)
+        shentsize, shnum = struct.unpack_from("<HH", out, 0x2E)
+    for i in range(shnum):
+        if struct.unpack_from("<I", out, shoff + i * shentsize + 4)[0] == 2:
+            struct.pack_into("<I", out, shoff + i * shentsize + 4, 0)
+    return bytes(out)
+
+
+@pytest.mark.parametrize("path", ALL_SAMPLES, ids=lambda p: p.name)
+def test_stripped_sample_is_swept_to_the_same_sites(path):
+    """Without symbols the text is swept linearly (Debian's vmlinux is): the same sites come out."""
+    raw = path.read_bytes()
+    stripped = load_image(strip_symbols(raw))
+    assert not stripped.symbols
+    bare = decode(stripped)
+    assert any(r.source is ModeSource.SWEEP for r in bare.regions)
+    assert [(s.va, s.raw) for s in bare.sites] == [(s.va, s.raw) for s in decode(load_image(raw)).sites]
