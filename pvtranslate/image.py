@@ -355,13 +355,18 @@ def load_image(source: Union[str, os.PathLike, bytes, bytearray], *, allow_trans
     A binary carrying the PVTR note raises ``AlreadyTranslatedError`` unless ``allow_translated``
     (for tools that inspect translator output).
     """
+    path: str | None = None
     if isinstance(source, (bytes, bytearray, memoryview)):
         raw, where = bytes(source), "<bytes>"
     else:
-        where = os.fspath(source)
+        where = path = os.fspath(source)
+        stamp = _stamp(path)
         raw = _read_file(where)
     hdr = _parse_header(raw, where)
     _check_bounds(raw, hdr, where)
+    multiboot = _find_multiboot(raw)
+    if path is not None:  # LIEF reads the file itself: a large kernel is not held twice while it parses
+        del raw
 
     import lief  # local: the VMM side of the project never pays for LIEF
 
@@ -369,21 +374,53 @@ def load_image(source: Union[str, os.PathLike, bytes, bytearray], *, allow_trans
     with warnings.catch_warnings():           # LIEF warns (RuntimeWarning) about unknown enum values
         warnings.simplefilter("ignore")
         try:
-            binary = lief.ELF.parse(io.BytesIO(raw))
+            binary = lief.ELF.parse(path if path is not None else io.BytesIO(raw))
         except Exception as exc:  # LIEF raises a zoo of types on corrupt input
             raise ImageError(_hint(f"{where}: LIEF cannot parse the ELF: {exc}", "the file is corrupt")) from exc
         if binary is None:
             raise ImageError(_hint(f"{where}: LIEF cannot parse the ELF", "the file is corrupt or truncated"))
 
         try:
-            fields, code, data = _build(raw, hdr, binary, where, allow_translated)
+            fields, code, data = _build(hdr, binary, where, allow_translated, multiboot)
         except ImageError:
             raise
         except Exception as exc:
             raise ImageError(_hint(f"{where}: unexpected ELF structure: {exc!r}", "report this input")) from exc
-    del binary  # LIEF holds a copy of the file: free it before the regions copy their bytes out
-    return Image(code=tuple(CodeRegion(va, raw[off:off + size], name, off) for va, off, size, name in code),
-                 data=tuple(DataRegion(va, raw[off:off + size], name) for va, off, size, name in data), **fields)
+    del binary  # LIEF holds a copy of the file: free it before the regions take their bytes
+    if path is None:
+        spans = {(off, size): raw[off:off + size] for _va, off, size, _name in (*code, *data)}
+    else:                 # only the regions' bytes, read again: the whole file is not needed any more
+        spans = _read_spans(path, [(off, size) for _va, off, size, _name in (*code, *data)])
+        if _stamp(path) != stamp:
+            raise ImageError(_hint(f"{where}: the file changed while it was being read",
+                                   "translate a file nothing is writing to"))
+    return Image(code=tuple(CodeRegion(va, spans[off, size], name, off) for va, off, size, name in code),
+                 data=tuple(DataRegion(va, spans[off, size], name) for va, off, size, name in data), **fields)
+
+
+def _stamp(path: str) -> tuple[int, int, int, int]:
+    """What changes when a file is rewritten: device, inode, size, modification time."""
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise ImageError(_hint(f"{path}: cannot read: {exc.strerror}", "check the path")) from exc
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def _read_spans(path: str, spans: list[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+    """The bytes of each (file offset, size) span of the file at ``path``."""
+    try:
+        with open(path, "rb") as fh:
+            out = {}
+            for off, size in spans:
+                fh.seek(off)
+                out[off, size] = fh.read(size)
+    except OSError as exc:
+        raise ImageError(_hint(f"{path}: cannot read: {exc.strerror}", "check the path")) from exc
+    if any(len(out[span]) != span[1] for span in spans):
+        raise ImageError(_hint(f"{path}: the file changed while it was being read",
+                               "translate a file nothing is writing to"))
+    return out
 
 
 def _read_file(where: str) -> bytes:
@@ -416,8 +453,8 @@ def _virtual(binary, addr: int) -> int:
 _Span = tuple[int, int, int, str]  # (VA, file offset, size, name) of a region
 
 
-def _build(raw: bytes, hdr: _Header, binary, where: str,
-           allow_translated: bool) -> tuple[dict, list[_Span], list[_Span]]:
+def _build(hdr: _Header, binary, where: str, allow_translated: bool,
+           multiboot: bool) -> tuple[dict, list[_Span], list[_Span]]:
     """The Image's fields but its regions, and the code and data regions (sorted) as file spans."""
     import lief
     has_pv_note = False
@@ -482,7 +519,7 @@ def _build(raw: bytes, hdr: _Header, binary, where: str,
         entry_va=entry_va,
         symbols=symbols,
         pvh_entry_va=pvh_entry,
-        multiboot=_find_multiboot(raw),
+        multiboot=multiboot,
         has_pv_note=has_pv_note,
         load_segments=tuple((int(sg.virtual_address), int(sg.physical_address), int(sg.virtual_size))
                             for sg in binary.segments if sg.type == lief.ELF.Segment.TYPE.LOAD),

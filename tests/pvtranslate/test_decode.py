@@ -361,3 +361,23 @@ def test_stripped_sample_is_swept_to_the_same_sites(path):
     bare = decode(stripped)
     assert any(r.source is ModeSource.SWEEP for r in bare.regions)
     assert [(s.va, s.raw) for s in bare.sites] == [(s.va, s.raw) for s in decode(load_image(raw)).sites]
+
+
+def test_file_rewritten_while_loading_is_refused(tmp_path, monkeypatch):
+    """LIEF reads the file itself and the regions are read again after it: a change in between is an
+    error, never an image mixing two files."""
+    import lief
+    path = tmp_path / "guest.elf"
+    path.write_bytes(HELLO_PVH64.read_bytes())
+    parse = lief.ELF.parse
+
+    def parse_then_rewrite(*args, **kwargs):
+        binary = parse(*args, **kwargs)
+        path.write_bytes(HELLO_MB32.read_bytes())
+        return binary
+
+    monkeypatch.setattr(lief.ELF, "parse", parse_then_rewrite)
+    with pytest.raises(ImageError, match="changed while it was being read"):
+        load_image(path)
+    monkeypatch.setattr(lief.ELF, "parse", parse)
+    assert load_image(path).elf_class is ElfClass.ELF32
