@@ -366,7 +366,7 @@ def load_image(source: Union[str, os.PathLike, bytes, bytearray], *, allow_trans
     _check_bounds(raw, hdr, where)
     multiboot = _find_multiboot(raw)
     if path is not None:  # LIEF reads the file itself: a large kernel is not held twice while it parses
-        del raw
+        del raw           # (a writer racing this read goes unseen until the stamp check after LIEF)
 
     import lief  # local: the VMM side of the project never pays for LIEF
 
