@@ -48,7 +48,7 @@ _SENSITIVE_OPERAND = re.compile(rb"\b(cr\d+|dr\d|[c-gs]s)\b(?!:)")  # not a segm
 _INSN = capstone._cs_insn
 _ITEM = ctypes.sizeof(_INSN)
 _ID, _ADDRESS, _SIZE = _INSN.id.offset, _INSN.address.offset, _INSN.size.offset
-_BYTES, _OP_STR = _INSN.bytes.offset, _INSN.op_str.offset
+_BYTES, _OP_STR, _OP_STR_SIZE = _INSN.bytes.offset, _INSN.op_str.offset, _INSN.op_str.size
 _INSN_DTYPE = np.dtype({"names": ["id", "address", "size"], "formats": ["=u4", "=u8", "=u2"],
                         "offsets": [_ID, _ADDRESS, _SIZE], "itemsize": _ITEM})
 
@@ -173,7 +173,7 @@ def sweep_range(data: bytes, base: int, start: int, end: int, bits: int, kinds: 
                     opcode = head[np.arange(len(checked)), np.argmin(_PREFIX[head], axis=1)]
                     plain = set(checked[_PLAIN_OPCODE[opcode]].tolist())
                     site = [i for i in site.tolist() if i not in plain and (kind[i] == 2 or _SENSITIVE_OPERAND.search(
-                        bytes(rows[i, _OP_STR:_OP_STR + 160]).split(b"\0", 1)[0]))]
+                        bytes(rows[i, _OP_STR:_OP_STR + _OP_STR_SIZE]).split(b"\0", 1)[0]))]
                 for i in site:
                     cands.append(int(addresses[i]))
                     windows.append(int(addresses[i - 3]) if i >= 3 else last3[i])
