@@ -42,7 +42,7 @@ import numpy as np
 from pvtranslate import PvTranslateError
 from pvtranslate.catalog import CANDIDATE_IDS, CatalogEntry, classify
 from pvtranslate.image import Image, SymbolType
-from pvtranslate.sweep import sweep
+from pvtranslate.sweep import CS_MODE as _CS_MODE, SENSITIVE_OPERAND, sweep
 
 __all__ = [
     "DecodeError",
@@ -159,14 +159,13 @@ class Decoded:
         return None
 
 
-_CS_MODE = {16: capstone.CS_MODE_16, 32: capstone.CS_MODE_32, 64: capstone.CS_MODE_64}
 _WINDOW = 128  # capstone decodes a whole buffer eagerly: keep each block's window small
 _MAX_INSN = 15
 _RE_HEX = re.compile(r"^0x[0-9a-f]+$|^[0-9]+$")
 _RE_FAR_DIRECT = re.compile(r"^(0x[0-9a-f]+|[0-9]+):(0x[0-9a-f]+|[0-9]+)$")
 _RE_ABS_MEM = re.compile(r"\[(0x[0-9a-f]+|[0-9]+)\]$")
 _RE_RIP_REL = re.compile(r"^\[rip ([+-]) (0x[0-9a-f]+|[0-9]+)\]$")
-_RE_SENSITIVE_OPERAND = re.compile(r"\b(cr\d+|dr\d|[c-gs]s)\b(?!:)")  # not a segment override (gs:[...])
+_RE_SENSITIVE_OPERAND = re.compile(SENSITIVE_OPERAND)
 _STOP = frozenset(("ret", "retf", "retfq", "iret", "iretd", "iretq", "sysret", "sysretq", "sysexit",
                    "sysexitq", "ud2", "ud1", "ud0"))
 _COND = frozenset(("jo", "jno", "jb", "jae", "je", "jne", "jbe", "ja", "js", "jns", "jp", "jnp", "jl", "jge",
@@ -174,8 +173,8 @@ _COND = frozenset(("jo", "jno", "jb", "jae", "je", "jne", "jbe", "ja", "js", "jn
 _PADDING = frozenset(("nop", "int3"))
 _RE_LEA_NOP = re.compile(r"^([a-z]+), \[\1\]$")  # gcc's i386 multi-byte nop: lea esi, [esi + eiz*1 + 0]
 _NEEDS_OPERAND_CHECK = frozenset(("mov", "push", "pop"))
-_NEEDS_OPERAND_CHECK_IDS = frozenset((capstone.x86_const.X86_INS_MOV, capstone.x86_const.X86_INS_PUSH,
-                                      capstone.x86_const.X86_INS_POP))
+_NEEDS_OPERAND_CHECK_IDS = frozenset(getattr(capstone.x86_const, f"X86_INS_{name.upper()}")
+                                     for name in _NEEDS_OPERAND_CHECK)
 _RE_UNOWNED = re.compile(rb"\x00+")          # owner bytes no instruction claimed
 _RE_SWEPT = re.compile(rb"\x03+")            # owner bytes claimed by the linear sweep
 _RE_GAP = re.compile(rb"[^\x01\x03]+")

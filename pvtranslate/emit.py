@@ -183,6 +183,7 @@ _ENCODED_MAX = 1 << 14
 _BRANCH_OR_LABEL = re.compile(r"\b(j[a-z]+|call|loop[a-z]*)\b|\w\s*:(?!\s*\[)|\n", re.IGNORECASE)
 _BRACKETS = re.compile(r"\[([^\]]*)\]")
 _GPR = re.compile(r"\b([re]?[abcd]x|[re]?[sd]i|[re]?[sb]p|r(8|9|1[0-5])[dwb]?)\b", re.IGNORECASE)
+_RIP_FORMS: dict[str, tuple[bytes, int]] = {}  # 64-bit template -> (encoding, offset of its disp32)
 
 
 def _pc_independent(bits: int, text: str) -> bool:
@@ -192,7 +193,6 @@ def _pc_independent(bits: int, text: str) -> bool:
         return False
     return bits != 64 or all(_GPR.search(inside) and "rip" not in inside.lower()
                              for inside in _BRACKETS.findall(text))
-_RIP_FORMS: dict[str, tuple[bytes, int]] = {}  # 64-bit template -> (encoding, offset of its disp32)
 
 
 def _assemble(bits: int, text: str, pc: int) -> bytes:

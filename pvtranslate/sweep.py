@@ -36,13 +36,14 @@ CHUNK_BYTES = 1 << 14          # one cs_disasm call decodes this much (its array
 PARALLEL_MIN_BYTES = 2 << 20   # below this the sweep runs on the calling thread
 _MAX_INSN = 15
 
-_CS_MODE = {16: capstone.CS_MODE_16, 32: capstone.CS_MODE_32, 64: capstone.CS_MODE_64}
+CS_MODE = {16: capstone.CS_MODE_16, 32: capstone.CS_MODE_32, 64: capstone.CS_MODE_64}
 BRANCH_IDS = frozenset((X.X86_INS_JMP, X.X86_INS_CALL, X.X86_INS_JO, X.X86_INS_JNO, X.X86_INS_JB, X.X86_INS_JAE,
                         X.X86_INS_JE, X.X86_INS_JNE, X.X86_INS_JBE, X.X86_INS_JA, X.X86_INS_JS, X.X86_INS_JNS,
                         X.X86_INS_JP, X.X86_INS_JNP, X.X86_INS_JL, X.X86_INS_JGE, X.X86_INS_JLE, X.X86_INS_JG,
                         X.X86_INS_LOOP, X.X86_INS_LOOPE, X.X86_INS_LOOPNE, X.X86_INS_JCXZ, X.X86_INS_JECXZ,
                         X.X86_INS_JRCXZ))
-_SENSITIVE_OPERAND = re.compile(rb"\b(cr\d+|dr\d|[c-gs]s)\b(?!:)")  # not a segment override (gs:[...])
+SENSITIVE_OPERAND = r"\b(cr\d+|dr\d|[c-gs]s)\b(?!:)"  # a control, debug or segment register, not an override (gs:[...])
+_SENSITIVE_OPERAND = re.compile(SENSITIVE_OPERAND.encode())
 
 # cs_insn read in place: field offsets from the binding's own ctypes struct
 _INSN = capstone._cs_insn
@@ -95,11 +96,11 @@ class _Kinds:
         return cls(table)
 
 
-class _Decoder:
+class _ChunkDecoder:
     """One Capstone handle (one per thread: a handle is not shared) and the chunk it last decoded."""
 
     def __init__(self, bits: int):
-        self.md = capstone.Cs(capstone.CS_ARCH_X86, _CS_MODE[bits])
+        self.md = capstone.Cs(capstone.CS_ARCH_X86, CS_MODE[bits])
         self._all = ctypes.POINTER(_INSN)()
 
     def decode(self, code: np.ndarray, off: int, length: int, va: int) -> tuple[int, np.ndarray | None]:
@@ -138,7 +139,7 @@ def sweep_range(data: bytes, base: int, start: int, end: int, bits: int, kinds: 
     code = np.frombuffer(data, np.uint8)  # cs_disasm reads the bytes in place
     if not base <= start <= base + len(code):
         raise ValueError(f"sweep start {start:#x} outside the code at {base:#x}..{base + len(code):#x}")
-    dec = _Decoder(bits)
+    dec = _ChunkDecoder(bits)
     res = SweepResult(start, start)
     cands, windows, targets, invalid = res.candidates, res.windows, res.targets, res.invalid
     count = 0
